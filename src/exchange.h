@@ -1,0 +1,62 @@
+/* exchange — one recorded request and its response, as the store holds it and as replay
+ * serves it. A plain data type: every pointer is owned by the struct and freed by
+ * exchange_free().
+ */
+#ifndef APISIM_EXCHANGE_H
+#define APISIM_EXCHANGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+/* When one piece of the response body arrived, relative to the request's start. */
+struct chunk {
+    int64_t offset_us; /* from the moment the request was received */
+    size_t size;       /* bytes of the stored (decoded) body in this piece */
+};
+
+struct exchange {
+    int64_t id;          /* rowid in exchanges; 0 before it is stored */
+    char *session;       /* session name */
+    int64_t seq;         /* order of arrival within the session, from 1 */
+    char *source;        /* "record", "stub" or "import" */
+    int64_t started_us;  /* wall clock when the request arrived, µs since epoch */
+    char *method;        /* "GET", ... */
+    char *path;          /* as received, without the query, e.g. "/v1/messages" */
+    char *query;         /* raw query string without '?', "" when none */
+    struct headers request_headers;
+    unsigned char *request_body;
+    size_t request_body_len;
+    char *match_key; /* key under the default rules when recorded; may be NULL */
+
+    int status; /* HTTP status answered; 502 for a transport failure */
+    struct headers response_headers;
+    unsigned char *response_body; /* decoded when the upstream compressed it */
+    size_t response_body_len;
+    char *response_encoding; /* original Content-Encoding ("gzip", "deflate") or NULL */
+    int64_t ttfb_us;         /* request received -> first response byte from upstream */
+    int64_t duration_us;     /* request received -> last response byte */
+    char *error;             /* transport failure cause, NULL when the upstream answered */
+    int complete;            /* 0 when the client or upstream went away before the end */
+    int64_t delay_ms;        /* stubs: wait this long before answering */
+
+    struct chunk *chunks; /* arrival of the body in pieces; NULL/0 when unknown */
+    size_t nchunks;
+};
+
+/* A zeroed exchange with complete = 1, or NULL when out of memory. */
+struct exchange *exchange_new(void);
+
+/* Free everything the exchange owns, then the exchange itself. NULL does nothing. */
+void exchange_free(struct exchange *ex);
+
+/* Render headers as the JSON array of [name, value] pairs the schema stores. Returns a
+ * newly allocated string (caller frees), NULL when out of memory. */
+char *exchange_headers_to_json(const struct headers *h);
+
+/* Parse such an array and append its pairs to h. Returns 0, or -1 when text is not an array
+ * of two-string arrays (h then holds what was parsed before the fault). */
+int exchange_headers_from_json(const char *text, size_t len, struct headers *h);
+
+#endif

@@ -1,0 +1,66 @@
+/* replay — answers requests from recorded exchanges (replay mode) and from stubs (mock
+ * mode, and runtime stubs on any server).
+ *
+ * Owns: the in-memory match index (key -> the exchanges with that key, in recorded
+ * order), the sequence counters, runtime stubs (an in-memory SQLite database of the same
+ * schema, source = 'stub'), the journal of requests received, and the miss count.
+ *
+ * Threads: replay_handle() and the stub/journal functions may be called from any thread;
+ * the index is guarded by a read-write lock, counters and journal by a mutex.
+ */
+#ifndef APISIM_REPLAY_H
+#define APISIM_REPLAY_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "exchange.h"
+#include "server.h"
+#include "store.h"
+
+struct replay;
+
+enum sequence_end { SEQUENCE_REPEAT_LAST, SEQUENCE_CYCLE, SEQUENCE_ERROR };
+
+struct replay_options {
+    struct store *store; /* the recording (NULL for mock: nothing recorded) */
+    const char *session; /* NULL: every session */
+    const struct config *config;       /* merged flags + --config; match, latency, routes */
+    enum sequence_end sequence_end;
+    uint64_t seed;
+    const char *mode; /* "replay" or "mock", reported by health */
+};
+
+/* Build the index from the store. Returns 0 and *out, or -1 with err. */
+int replay_new(struct replay **out, const struct replay_options *opt, char *err);
+void replay_free(struct replay *rp);
+
+/* The server handler for replay and mock mode (app is the struct replay). */
+int replay_handle(void *app, struct server_request *req, struct server_response *resp);
+
+/* Add a runtime stub (ownership of ex passes to replay; ex->source is set to "stub").
+ * A later stub for the same method and path wins over earlier ones and over recordings.
+ * When ex is one of a sequence, call with the same sequence group: answers are served in
+ * order, then the last repeats. Returns the stub's id, or -1 with err. */
+int64_t replay_add_stub(struct replay *rp, struct exchange **seq, size_t n, char *err);
+
+/* Clear runtime stubs, the journal and sequence counters (stubs loaded with --stubs and
+ * the recording stay). */
+void replay_reset(struct replay *rp);
+
+/* The journal as a JSON array (oldest first), filtered by method and path when not NULL.
+ * Caller frees with cJSON_Delete. */
+cJSON *replay_journal(struct replay *rp, const char *method, const char *path);
+size_t replay_journal_count(struct replay *rp, const char *method, const char *path);
+
+/* Number of misses since start. */
+uint64_t replay_misses(struct replay *rp);
+
+
+
+/* The quota fixture (quota.h) this server answers GET /api/oauth/usage with; NULL turns it
+ * off. The replay takes ownership of q and frees the previous one. */
+struct quota_state;
+void replay_set_quota(struct replay *rp, struct quota_state *q);
+#endif

@@ -1,0 +1,691 @@
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "schema.h"
+
+/* Text dumps bigger than this are refused: they are loaded into memory whole. */
+#define STORE_MAX_DUMP (1024u * 1024 * 1024)
+#define STORE_MAX_READERS 256
+
+/* One exchange waiting for the writer. */
+struct write_item {
+    struct exchange *ex;
+    int wait;      /* a thread blocks in store_submit until done */
+    int done;      /* set by the writer under the store's mutex */
+    int rc;        /* 0 stored, -1 failed */
+    int64_t id;    /* rowid given to the exchange */
+    struct write_item *next;
+};
+
+struct reader {
+    pthread_t thread;
+    sqlite3 *db;
+};
+
+struct store {
+    char *path;   /* as given */
+    char *uri;    /* what connections open: the file, or a shared in-memory database */
+    int open_flags;
+    sqlite3 *db;  /* store_open()'s connection; keeps an in-memory database alive */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond_work; /* the writer waits for items */
+    pthread_cond_t cond_done; /* submitters wait for their item */
+    struct write_item *head, *tail;
+    int writer_running;
+    int writer_stop;
+    pthread_t writer;
+    sqlite3 *wdb; /* the writer's connection */
+    atomic_uint_least64_t failures;
+
+    pthread_key_t reader_key;
+    struct reader readers[STORE_MAX_READERS];
+    size_t nreaders;
+};
+
+static atomic_uint memdb_counter;
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Apply connection settings every connection needs. */
+static int configure_connection(sqlite3 *db, int is_file, char *err, const char *path)
+{
+    sqlite3_busy_timeout(db, 5000);
+    if (!is_file)
+        return 0;
+    /* WAL lets replay readers and the recorder's writer work side by side, and a killed
+     * process leaves a valid database. NORMAL sync is durable across process crashes. */
+    char *msg = NULL;
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                     &msg) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", path, msg ? msg : "cannot configure");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_user_version(sqlite3 *db, int *out, char *err, const char *path)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s: cannot be read (%s); is it an apisim recording (a SQLite file)?",
+                 path, sqlite3_errmsg(db));
+        goto out;
+    }
+    *out = sqlite3_column_int(st, 0);
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Bring the schema up to date with the embedded schema files. */
+static int migrate(sqlite3 *db, const char *path, int readonly, char *err)
+{
+    int version;
+    if (read_user_version(db, &version, err, path) < 0)
+        return -1;
+    if (version > schema_file_count) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s has schema version %d, newer than this apisim knows (%d): use a "
+                 "newer apisim to read it",
+                 path, version, schema_file_count);
+        return -1;
+    }
+    if (version == schema_file_count)
+        return 0;
+    if (readonly) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s has schema version %d and needs upgrading to %d, but it is "
+                 "read-only: make it writable once or open it with a matching apisim",
+                 path, version, schema_file_count);
+        return -1;
+    }
+    for (int i = version; i < schema_file_count; i++) {
+        char *msg = NULL;
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d;", i + 1);
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(db, schema_files[i].sql, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, APISIM_ERR_LEN, "database %s: applying schema %s failed: %s", path,
+                     schema_files[i].name, msg ? msg : sqlite3_errmsg(db));
+            sqlite3_free(msg);
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Read a whole text dump into memory (capped). */
+static char *read_dump(const char *path, char *err)
+{
+    char *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, APISIM_ERR_LEN, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct buf b = {.max = STORE_MAX_DUMP};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (buf_append(&b, chunk, n) < 0) {
+            snprintf(err, APISIM_ERR_LEN, "%s: text dump larger than 1 GiB; convert it with "
+                                          "`sqlite3 rec.db < FILE.sql` and use the .db file",
+                     path);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(err, APISIM_ERR_LEN, "cannot read %s: %s", path, strerror(errno));
+        goto out;
+    }
+    text = buf_steal(&b, NULL);
+out:
+    buf_free(&b);
+    fclose(f);
+    return text;
+}
+
+static int open_connection(struct store *st, sqlite3 **out, char *err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(st->uri, &db, st->open_flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "cannot open database %s: %s", st->path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    if (configure_connection(db, !ends_with(st->path, ".sql"), err, st->path) < 0) {
+        sqlite3_close(db);
+        return -1;
+    }
+    *out = db;
+    return 0;
+}
+
+int store_open(struct store **out, const char *path, int flags, char *err)
+{
+    struct store *st = calloc(1, sizeof *st);
+    char *dump = NULL;
+    int rc = -1;
+    if (!st) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cond_work, NULL);
+    pthread_cond_init(&st->cond_done, NULL);
+    pthread_key_create(&st->reader_key, NULL);
+    st->path = strdup(path);
+    int is_dump = ends_with(path, ".sql");
+    if (is_dump) {
+        /* A shared-cache in-memory database, so reader threads can open it too. */
+        char uri[128];
+        snprintf(uri, sizeof uri, "file:apisim-%ld-%u?mode=memory&cache=shared", (long)getpid(),
+                 atomic_fetch_add(&memdb_counter, 1));
+        st->uri = strdup(uri);
+        st->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
+                         SQLITE_OPEN_NOMUTEX;
+    } else {
+        struct stat sb;
+        if (!(flags & STORE_CREATE) && stat(path, &sb) != 0) {
+            snprintf(err, APISIM_ERR_LEN,
+                     "database %s does not exist: record one first (apisim record --db %s ...)",
+                     path, path);
+            goto out;
+        }
+        st->uri = strdup(path);
+        st->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+        if (flags & STORE_CREATE)
+            st->open_flags |= SQLITE_OPEN_CREATE;
+        /* A read-only file can still be replayed. */
+        if ((flags & STORE_READONLY) && access(path, W_OK) != 0)
+            st->open_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+    }
+    if (!st->path || !st->uri) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        goto out;
+    }
+    if (open_connection(st, &st->db, err) < 0)
+        goto out;
+    if (is_dump) {
+        if (!(dump = read_dump(path, err)))
+            goto out;
+        char *msg = NULL;
+        if (sqlite3_exec(st->db, dump, NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, APISIM_ERR_LEN, "%s: not a valid apisim text dump: %s", path,
+                     msg ? msg : sqlite3_errmsg(st->db));
+            sqlite3_free(msg);
+            goto out;
+        }
+    }
+    if (migrate(st->db, path, (st->open_flags & SQLITE_OPEN_READONLY) != 0, err) < 0)
+        goto out;
+    *out = st;
+    rc = 0;
+out:
+    free(dump);
+    if (rc < 0)
+        store_close(st);
+    return rc;
+}
+
+sqlite3 *store_db(struct store *st)
+{
+    return st->db;
+}
+
+const char *store_path(const struct store *st)
+{
+    return st->path;
+}
+
+sqlite3 *store_reader(struct store *st, char *err)
+{
+    sqlite3 *db = pthread_getspecific(st->reader_key);
+    if (db)
+        return db;
+    pthread_mutex_lock(&st->mu);
+    if (st->nreaders == STORE_MAX_READERS) {
+        pthread_mutex_unlock(&st->mu);
+        snprintf(err, APISIM_ERR_LEN, "database %s: too many reader threads", st->path);
+        return NULL;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (open_connection(st, &db, err) < 0)
+        return NULL;
+    pthread_mutex_lock(&st->mu);
+    st->readers[st->nreaders].thread = pthread_self();
+    st->readers[st->nreaders].db = db;
+    st->nreaders++;
+    pthread_mutex_unlock(&st->mu);
+    pthread_setspecific(st->reader_key, db);
+    return db;
+}
+
+int store_ensure_session(struct store *st, const char *name, const char *upstream, char *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    char now[40];
+    format_iso8601_ms(now_wall_us(), now, sizeof now);
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO sessions (name, created_at, upstream) VALUES (?, ?, ?) "
+                           "ON CONFLICT (name) DO NOTHING",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, now, -1, SQLITE_STATIC);
+    if (upstream)
+        sqlite3_bind_text(s, 3, upstream, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto fail;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: cannot write session %s: %s", st->path, name,
+             sqlite3_errmsg(st->db));
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_max_seq(struct store *st, const char *session, int64_t *out, char *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(st->db, "SELECT coalesce(max(seq), 0) FROM exchanges WHERE session = ?",
+                           -1, &s, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    *out = sqlite3_column_int64(s, 0);
+    rc = 0;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Bind a body: TEXT when it is UTF-8 (readable in sqlite3), BLOB otherwise, NULL if empty. */
+static void bind_body(sqlite3_stmt *s, int i, const unsigned char *p, size_t n)
+{
+    if (!p || n == 0)
+        sqlite3_bind_null(s, i);
+    else if (is_utf8_text(p, n))
+        sqlite3_bind_text64(s, i, (const char *)p, n, SQLITE_STATIC, SQLITE_UTF8);
+    else
+        sqlite3_bind_blob64(s, i, p, n, SQLITE_STATIC);
+}
+
+static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
+{
+    static const char sql[] =
+        "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
+        "request_headers, request_body, match_key, status, response_headers, response_body, "
+        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *s = NULL, *c = NULL;
+    char *reqh = NULL, *resph = NULL;
+    int rc = -1;
+    char started[40];
+    format_iso8601_ms(ex->started_us, started, sizeof started);
+    reqh = exchange_headers_to_json(&ex->request_headers);
+    resph = exchange_headers_to_json(&ex->response_headers);
+    if (!reqh || !resph) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        goto out;
+    }
+    /* Sessions are created on demand so every insert path keeps the foreign key true. */
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO sessions (name, created_at) VALUES (?, ?) "
+                           "ON CONFLICT (name) DO NOTHING",
+                           -1, &c, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_text(c, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
+    sqlite3_bind_text(c, 2, started, -1, SQLITE_STATIC);
+    if (sqlite3_step(c) != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(c);
+    c = NULL;
+
+    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_text(s, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, ex->seq);
+    sqlite3_bind_text(s, 3, ex->source ? ex->source : "record", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, started, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, ex->method ? ex->method : "GET", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, ex->path ? ex->path : "/", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, ex->query ? ex->query : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 8, reqh, -1, SQLITE_STATIC);
+    bind_body(s, 9, ex->request_body, ex->request_body_len);
+    bind_opt_text(s, 10, ex->match_key);
+    sqlite3_bind_int(s, 11, ex->status);
+    sqlite3_bind_text(s, 12, resph, -1, SQLITE_STATIC);
+    bind_body(s, 13, ex->response_body, ex->response_body_len);
+    bind_opt_text(s, 14, ex->response_encoding);
+    sqlite3_bind_int64(s, 15, ex->ttfb_us);
+    sqlite3_bind_int64(s, 16, ex->duration_us);
+    bind_opt_text(s, 17, ex->error);
+    sqlite3_bind_int(s, 18, ex->complete);
+    sqlite3_bind_int64(s, 19, ex->delay_ms);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto fail;
+    ex->id = sqlite3_last_insert_rowid(db);
+
+    if (ex->nchunks) {
+        if (sqlite3_prepare_v2(db,
+                               "INSERT INTO chunks (exchange_id, idx, offset_us, size) "
+                               "VALUES (?, ?, ?, ?)",
+                               -1, &c, NULL) != SQLITE_OK)
+            goto fail;
+        for (size_t i = 0; i < ex->nchunks; i++) {
+            sqlite3_reset(c);
+            sqlite3_bind_int64(c, 1, ex->id);
+            sqlite3_bind_int64(c, 2, (int64_t)i);
+            sqlite3_bind_int64(c, 3, ex->chunks[i].offset_us);
+            sqlite3_bind_int64(c, 4, (int64_t)ex->chunks[i].size);
+            if (sqlite3_step(c) != SQLITE_DONE)
+                goto fail;
+        }
+    }
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "cannot store exchange %s %s: %s", ex->method ? ex->method : "",
+             ex->path ? ex->path : "", sqlite3_errmsg(db));
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(c);
+    free(reqh);
+    free(resph);
+    return rc;
+}
+
+static char *column_dup(sqlite3_stmt *s, int i)
+{
+    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+        return NULL;
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return xstrndup((const char *)t, (size_t)sqlite3_column_bytes(s, i));
+}
+
+static unsigned char *column_bytes_dup(sqlite3_stmt *s, int i, size_t *len)
+{
+    *len = 0;
+    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+        return NULL;
+    const void *p = sqlite3_column_blob(s, i);
+    size_t n = (size_t)sqlite3_column_bytes(s, i);
+    unsigned char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    if (n)
+        memcpy(out, p, n);
+    out[n] = 0;
+    *len = n;
+    return out;
+}
+
+int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err)
+{
+    static const char sql[] =
+        "SELECT id, session, seq, source, CAST(round((julianday(started_at) - 2440587.5) * "
+        "86400000000) AS INTEGER), method, path, query, request_headers, request_body, "
+        "match_key, status, response_headers, response_body, response_encoding, ttfb_us, "
+        "duration_us, error, complete, delay_ms FROM exchanges WHERE id = ?";
+    sqlite3_stmt *s = NULL;
+    struct exchange *ex = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, id);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_DONE) {
+        rc = 1;
+        goto out;
+    }
+    if (step != SQLITE_ROW)
+        goto fail;
+    if (!(ex = exchange_new()))
+        goto oom;
+    ex->id = sqlite3_column_int64(s, 0);
+    ex->session = column_dup(s, 1);
+    ex->seq = sqlite3_column_int64(s, 2);
+    ex->source = column_dup(s, 3);
+    ex->started_us = sqlite3_column_int64(s, 4);
+    ex->method = column_dup(s, 5);
+    ex->path = column_dup(s, 6);
+    ex->query = column_dup(s, 7);
+    if (exchange_headers_from_json((const char *)sqlite3_column_text(s, 8),
+                                   (size_t)sqlite3_column_bytes(s, 8), &ex->request_headers) < 0)
+        goto corrupt;
+    ex->request_body = column_bytes_dup(s, 9, &ex->request_body_len);
+    ex->match_key = column_dup(s, 10);
+    ex->status = sqlite3_column_int(s, 11);
+    if (exchange_headers_from_json((const char *)sqlite3_column_text(s, 12),
+                                   (size_t)sqlite3_column_bytes(s, 12), &ex->response_headers) < 0)
+        goto corrupt;
+    ex->response_body = column_bytes_dup(s, 13, &ex->response_body_len);
+    ex->response_encoding = column_dup(s, 14);
+    ex->ttfb_us = sqlite3_column_int64(s, 15);
+    ex->duration_us = sqlite3_column_int64(s, 16);
+    ex->error = column_dup(s, 17);
+    ex->complete = sqlite3_column_int(s, 18);
+    ex->delay_ms = sqlite3_column_int64(s, 19);
+    if (!ex->session || !ex->method || !ex->path || !ex->query)
+        goto oom;
+    sqlite3_finalize(s);
+    s = NULL;
+
+    if (sqlite3_prepare_v2(db,
+                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(s, 1, id);
+    size_t cap = 0;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (ex->nchunks == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct chunk *c = realloc(ex->chunks, cap * sizeof *c);
+            if (!c)
+                goto oom;
+            ex->chunks = c;
+        }
+        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(s, 0);
+        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(s, 1);
+        ex->nchunks++;
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    *out = ex;
+    ex = NULL;
+    rc = 0;
+    goto out;
+corrupt:
+    snprintf(err, APISIM_ERR_LEN, "exchange %lld: headers are not a JSON array of [name, value]",
+             (long long)id);
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "cannot read exchange %lld: %s", (long long)id,
+             sqlite3_errmsg(db));
+out:
+    sqlite3_finalize(s);
+    exchange_free(ex);
+    return rc;
+}
+
+/* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
+ * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
+static void *writer_main(void *arg)
+{
+    struct store *st = arg;
+    char err[APISIM_ERR_LEN];
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->head && !st->writer_stop)
+            pthread_cond_wait(&st->cond_work, &st->mu);
+        if (!st->head && st->writer_stop)
+            break;
+        struct write_item *batch = st->head;
+        st->head = st->tail = NULL;
+        pthread_mutex_unlock(&st->mu);
+
+        int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+        if (!ok)
+            log_msg(LOG_ERROR, "database %s: cannot begin a transaction: %s", st->path,
+                    sqlite3_errmsg(st->wdb));
+        for (struct write_item *it = batch; it; it = it->next) {
+            it->rc = -1;
+            if (!ok)
+                continue;
+            /* A savepoint per exchange: one bad row does not lose the rest of the batch. */
+            sqlite3_exec(st->wdb, "SAVEPOINT one", NULL, NULL, NULL);
+            if (store_insert_exchange(st->wdb, it->ex, err) == 0) {
+                it->rc = 0;
+                it->id = it->ex->id;
+                sqlite3_exec(st->wdb, "RELEASE one", NULL, NULL, NULL);
+            } else {
+                log_msg(LOG_ERROR, "database %s: %s", st->path, err);
+                sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
+            }
+        }
+        if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            log_msg(LOG_ERROR, "database %s: commit failed: %s", st->path,
+                    sqlite3_errmsg(st->wdb));
+            sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+            for (struct write_item *it = batch; it; it = it->next)
+                it->rc = -1;
+        }
+
+        pthread_mutex_lock(&st->mu);
+        struct write_item *it = batch;
+        while (it) {
+            struct write_item *next = it->next;
+            if (it->rc < 0)
+                atomic_fetch_add(&st->failures, 1);
+            exchange_free(it->ex);
+            it->ex = NULL;
+            if (it->wait)
+                it->done = 1; /* the submitter frees the item */
+            else
+                free(it);
+            it = next;
+        }
+        pthread_cond_broadcast(&st->cond_done);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+int store_writer_start(struct store *st, char *err)
+{
+    if (open_connection(st, &st->wdb, err) < 0)
+        return -1;
+    if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
+        snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
+        sqlite3_close(st->wdb);
+        st->wdb = NULL;
+        return -1;
+    }
+    st->writer_running = 1;
+    return 0;
+}
+
+int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out)
+{
+    struct write_item *it = calloc(1, sizeof *it);
+    if (!it) {
+        exchange_free(ex);
+        atomic_fetch_add(&st->failures, 1);
+        return -1;
+    }
+    it->ex = ex;
+    it->wait = wait;
+    pthread_mutex_lock(&st->mu);
+    if (st->tail)
+        st->tail->next = it;
+    else
+        st->head = it;
+    st->tail = it;
+    pthread_cond_signal(&st->cond_work);
+    if (!wait) {
+        pthread_mutex_unlock(&st->mu);
+        return 0;
+    }
+    while (!it->done)
+        pthread_cond_wait(&st->cond_done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+    int rc = it->rc;
+    if (id_out)
+        *id_out = it->id;
+    free(it);
+    return rc;
+}
+
+uint64_t store_write_failures(struct store *st)
+{
+    return atomic_load(&st->failures);
+}
+
+void store_close(struct store *st)
+{
+    if (!st)
+        return;
+    if (st->writer_running) {
+        pthread_mutex_lock(&st->mu);
+        st->writer_stop = 1;
+        pthread_cond_signal(&st->cond_work);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL);
+    }
+    sqlite3_close(st->wdb);
+    for (size_t i = 0; i < st->nreaders; i++)
+        sqlite3_close(st->readers[i].db);
+    pthread_key_delete(st->reader_key);
+    sqlite3_close(st->db);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cond_work);
+    pthread_cond_destroy(&st->cond_done);
+    free(st->path);
+    free(st->uri);
+    free(st);
+}

@@ -1,0 +1,74 @@
+/* store — the SQLite file that holds recordings.
+ *
+ * Owns: opening (creating and migrating with the embedded schema/NNN_*.sql files, tracked by
+ * PRAGMA user_version; a database newer than this binary is refused), loading a FILE.sql
+ * text dump into a shared in-memory database, one writer thread that batches inserts into
+ * transactions, and per-thread read connections.
+ *
+ * Threads: store_submit() may be called from any thread. Read connections come from
+ * store_reader(), one per calling thread. The struct store itself is shared read-only after
+ * store_open().
+ *
+ * Failures: every function that can fail writes a sentence into err naming the file.
+ */
+#ifndef APISIM_STORE_H
+#define APISIM_STORE_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "exchange.h"
+#include "util.h"
+
+struct store;
+
+enum {
+    STORE_CREATE = 1 << 0,   /* create the file if missing (record) */
+    STORE_READONLY = 1 << 1, /* never write (ls, export, replay without --on-miss record) */
+};
+
+/* Open path (a SQLite file, or a text dump ending in ".sql", loaded into memory) and bring
+ * its schema up to date. Returns 0 and *out, or -1 with err. Free with store_close(). */
+int store_open(struct store **out, const char *path, int flags, char *err);
+
+/* Stop the writer (committing everything queued) and close all connections. NULL is fine. */
+void store_close(struct store *st);
+
+/* The connection opened by store_open(), for single-threaded commands (ls, export, import,
+ * claude-record). Owned by the store. */
+sqlite3 *store_db(struct store *st);
+
+/* A read connection for the calling thread, opened on first use and closed by
+ * store_close(). Returns NULL with err when it cannot be opened. */
+sqlite3 *store_reader(struct store *st, char *err);
+
+/* The path given to store_open(). */
+const char *store_path(const struct store *st);
+
+/* Ensure a sessions row exists for name (upstream may be NULL). Returns 0 or -1 with err. */
+int store_ensure_session(struct store *st, const char *name, const char *upstream, char *err);
+
+/* The largest seq recorded for session, 0 when none. Returns 0 or -1 with err. */
+int store_max_seq(struct store *st, const char *session, int64_t *out, char *err);
+
+/* Insert one exchange (and its chunks) on db in the caller's transaction, setting ex->id.
+ * Returns 0 or -1 with err. */
+int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err);
+
+/* Read exchange id with everything it holds. Returns 0 and *out (free with
+ * exchange_free()), 1 when there is no such exchange, -1 with err. */
+int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err);
+
+/* Start the writer thread. Returns 0 or -1 with err. */
+int store_writer_start(struct store *st, char *err);
+
+/* Queue ex for the writer, which takes ownership. When wait is 1, block until the
+ * transaction holding it has committed (or failed). Returns 0 when committed (or queued,
+ * for wait 0), -1 when the insert failed (logged by the writer). Sets ex->id before
+ * returning when wait is 1; the caller must not touch ex after a wait-0 submit. */
+int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out);
+
+/* Number of exchanges the writer failed to store since start. */
+uint64_t store_write_failures(struct store *st);
+
+#endif
