@@ -22,6 +22,9 @@
 struct replay;
 
 enum sequence_end { SEQUENCE_REPEAT_LAST, SEQUENCE_CYCLE, SEQUENCE_ERROR };
+enum on_miss { ON_MISS_ERROR, ON_MISS_FORWARD, ON_MISS_RECORD };
+
+struct proxy;
 
 struct replay_options {
     struct store *store; /* the recording (NULL for mock: nothing recorded) */
@@ -29,7 +32,10 @@ struct replay_options {
     const struct config *config;       /* merged flags + --config; match, latency, routes */
     enum sequence_end sequence_end;
     uint64_t seed;
-    const char *mode; /* "replay" or "mock", reported by health */
+    const char *mode;    /* "replay" or "mock", reported by health */
+    enum on_miss on_miss;
+    struct proxy *proxy; /* for ON_MISS_FORWARD / ON_MISS_RECORD */
+    size_t journal_max;  /* entries kept (oldest dropped first); 0 for the default 10000 */
 };
 
 /* Build the index from the store. Returns 0 and *out, or -1 with err. */
@@ -45,6 +51,9 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
  * order, then the last repeats. Returns the stub's id, or -1 with err. */
 int64_t replay_add_stub(struct replay *rp, struct exchange **seq, size_t n, char *err);
 
+/* Make every stub added so far permanent: reset keeps it (stubs from --stubs FILE). */
+void replay_keep_stubs(struct replay *rp);
+
 /* Clear runtime stubs, the journal and sequence counters (stubs loaded with --stubs and
  * the recording stay). */
 void replay_reset(struct replay *rp);
@@ -56,6 +65,16 @@ size_t replay_journal_count(struct replay *rp, const char *method, const char *p
 
 /* Number of misses since start. */
 uint64_t replay_misses(struct replay *rp);
+
+/* Counts for the health endpoint. */
+struct replay_stats {
+    size_t exchanges; /* recorded exchanges indexed */
+    size_t stubs;     /* stubs (from --stubs and at run time) */
+    size_t requests;  /* requests journaled since start or reset */
+    uint64_t misses;
+};
+void replay_stats(struct replay *rp, struct replay_stats *out);
+const char *replay_mode(const struct replay *rp);
 
 
 

@@ -45,6 +45,8 @@ struct server_response {
     struct headers headers; /* sent as given, except hop-by-hop and Content-Length */
     unsigned char *body;
     size_t body_len;
+    int body_borrowed; /* body is not the response's to free (it outlives the response) */
+    const struct headers *extra_headers; /* borrowed, sent after headers; NULL for none */
     int64_t delay_us; /* wait this long before the first byte (without holding a thread) */
     /* Pace the body: piece i is sent at delay_us + (chunks[i].offset_us - chunks[0].offset_us)
      * * chunk_factor. NULL for all at once. Borrowed: must outlive the response (replay's
@@ -75,7 +77,8 @@ struct server_options {
     const char *admin_token;     /* NULL: control API for loopback clients only */
     server_handler_fn handle;    /* the mode's handler */
     server_handler_fn handle_admin; /* the control API (paths under /__apisim/) */
-    void *app;
+    void *app;                      /* handle's first argument */
+    void *admin_app;                /* handle_admin's first argument */
 };
 
 /* Start listening. Prints nothing; returns 0 and *out, or -1 with err naming the address. */

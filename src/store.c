@@ -357,8 +357,8 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
     static const char sql[] =
         "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
         "request_headers, request_body, match_key, status, response_headers, response_body, "
-        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *s = NULL, *c = NULL;
     char *reqh = NULL, *resph = NULL;
     int rc = -1;
@@ -404,6 +404,8 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
     bind_opt_text(s, 17, ex->error);
     sqlite3_bind_int(s, 18, ex->complete);
     sqlite3_bind_int64(s, 19, ex->delay_ms);
+    if (ex->id > 0)
+        sqlite3_bind_int64(s, 20, ex->id); /* else NULL: SQLite picks the next rowid */
     if (sqlite3_step(s) != SQLITE_DONE)
         goto fail;
     ex->id = sqlite3_last_insert_rowid(db);

@@ -51,7 +51,8 @@ int store_ensure_session(struct store *st, const char *name, const char *upstrea
 /* The largest seq recorded for session, 0 when none. Returns 0 or -1 with err. */
 int store_max_seq(struct store *st, const char *session, int64_t *out, char *err);
 
-/* Insert one exchange (and its chunks) on db in the caller's transaction, setting ex->id.
+/* Insert one exchange (and its chunks) on db in the caller's transaction, setting ex->id
+ * (an ex->id above 0 is kept as the row's id).
  * Returns 0 or -1 with err. */
 int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err);
 

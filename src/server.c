@@ -1,0 +1,650 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define SERVER_ADMIN_PREFIX "/__apisim/"
+#define SERVER_MAX_HEADERS 256
+#define SERVER_DRAIN_TIMEOUT_US (30 * 1000000LL)
+
+/* A connection waiting for its time: resumed by the timer thread at deadline. */
+struct timer_entry {
+    int64_t deadline; /* monotonic µs */
+    struct req_ctx *ctx;
+};
+
+struct server {
+    struct MHD_Daemon *daemon;
+    struct server_options opt;
+    char url[1100];
+
+    pthread_mutex_t tmu;
+    pthread_cond_t tcond;
+    pthread_t timer_thread;
+    int timer_running;
+    int timer_stop;
+    struct timer_entry *heap; /* min-heap on deadline */
+    size_t nheap, capheap;
+
+    atomic_long inflight; /* requests between arrival and completion */
+};
+
+enum req_state {
+    REQ_COLLECTING, /* reading the body */
+    REQ_READY,      /* answered by the handler; queued once its delay has passed */
+    REQ_QUEUED,
+};
+
+struct req_ctx {
+    struct server *srv;
+    char *raw_uri;
+    char *path;
+    char *query;
+    struct server_request req;
+    struct buf body;
+    int too_large;
+    int too_many_headers;
+    enum req_state state;
+    struct server_response resp;
+    int64_t pace_start; /* monotonic µs when the first paced piece was due */
+    size_t pace_next;   /* index of the next chunk not yet released */
+    size_t pace_allowed; /* bytes released so far */
+};
+
+/* ---- timers ---------------------------------------------------------------------------- */
+
+static void heap_swap(struct timer_entry *a, struct timer_entry *b)
+{
+    struct timer_entry t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Add an entry; the caller holds srv->tmu. Returns 0 or -1 (no memory). */
+static int timer_push(struct server *srv, struct req_ctx *ctx, int64_t deadline)
+{
+    if (srv->nheap == srv->capheap) {
+        size_t cap = srv->capheap ? srv->capheap * 2 : 64;
+        struct timer_entry *h = realloc(srv->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        srv->heap = h;
+        srv->capheap = cap;
+    }
+    size_t i = srv->nheap++;
+    srv->heap[i].deadline = deadline;
+    srv->heap[i].ctx = ctx;
+    while (i > 0 && srv->heap[(i - 1) / 2].deadline > srv->heap[i].deadline) {
+        heap_swap(&srv->heap[i], &srv->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    if (i == 0)
+        pthread_cond_signal(&srv->tcond);
+    return 0;
+}
+
+static struct req_ctx *heap_pop(struct server *srv)
+{
+    struct req_ctx *ctx = srv->heap[0].ctx;
+    srv->heap[0] = srv->heap[--srv->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < srv->nheap && srv->heap[l].deadline < srv->heap[m].deadline)
+            m = l;
+        if (r < srv->nheap && srv->heap[r].deadline < srv->heap[m].deadline)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(&srv->heap[i], &srv->heap[m]);
+        i = m;
+    }
+    return ctx;
+}
+
+/* Resumes suspended connections when their time comes. When stopping, resumes everything
+ * at once: MHD must not be stopped with suspended connections. */
+static void *timer_main(void *arg)
+{
+    struct server *srv = arg;
+    pthread_mutex_lock(&srv->tmu);
+    for (;;) {
+        if (srv->nheap == 0) {
+            if (srv->timer_stop)
+                break;
+            pthread_cond_wait(&srv->tcond, &srv->tmu);
+            continue;
+        }
+        int64_t now = now_mono_us();
+        if (srv->heap[0].deadline <= now || srv->timer_stop) {
+            struct req_ctx *ctx = heap_pop(srv);
+            MHD_resume_connection(ctx->req.conn);
+            continue;
+        }
+        int64_t until = srv->heap[0].deadline;
+        struct timespec ts = {.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
+        pthread_cond_timedwait(&srv->tcond, &srv->tmu, &ts);
+    }
+    pthread_mutex_unlock(&srv->tmu);
+    return NULL;
+}
+
+/* Wait for a delay: suspend (thread pool) or sleep (thread per connection, where the
+ * thread belongs to this connection alone). Returns 1 when the connection was suspended
+ * (the timer resumes it), 0 when the wait is over (slept, or the server is stopping). */
+static int wait_until(struct req_ctx *ctx, int64_t deadline)
+{
+    struct server *srv = ctx->srv;
+    if (srv->opt.thread_per_connection) {
+        int64_t left = deadline - now_mono_us();
+        if (left > 0) {
+            struct timespec ts = {.tv_sec = left / 1000000, .tv_nsec = (left % 1000000) * 1000};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
+        return 0;
+    }
+    pthread_mutex_lock(&srv->tmu);
+    if (srv->timer_stop) {
+        pthread_mutex_unlock(&srv->tmu);
+        return 0;
+    }
+    /* Suspend before the timer can see the entry, so a resume never precedes it. */
+    MHD_suspend_connection(ctx->req.conn);
+    int rc = timer_push(srv, ctx, deadline);
+    pthread_mutex_unlock(&srv->tmu);
+    if (rc < 0) {
+        MHD_resume_connection(ctx->req.conn); /* no memory for a timer: answer now */
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+void server_response_json(struct server_response *resp, int status, char *json_text)
+{
+    resp->status = status;
+    headers_remove(&resp->headers, "content-type");
+    headers_add(&resp->headers, "Content-Type", "application/json");
+    if (!resp->body_borrowed)
+        free(resp->body);
+    resp->body_borrowed = 0;
+    resp->body = (unsigned char *)json_text;
+    resp->body_len = json_text ? strlen(json_text) : 0;
+}
+
+void server_response_error(struct server_response *resp, int status, const char *message)
+{
+    struct buf b = {0};
+    char *esc = NULL;
+    /* cJSON would do, but an error path should not depend on allocation of a tree. */
+    buf_puts(&b, "{\"error\":\"");
+    for (const char *p = message; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\')
+            buf_printf(&b, "\\%c", c);
+        else if (c < 0x20)
+            buf_printf(&b, "\\u%04x", c);
+        else
+            buf_append(&b, p, 1);
+    }
+    buf_puts(&b, "\"}");
+    esc = buf_steal(&b, NULL);
+    server_response_json(resp, status, esc);
+}
+
+static void response_clear(struct server_response *resp)
+{
+    headers_free(&resp->headers);
+    if (!resp->body_borrowed)
+        free(resp->body);
+    if (resp->reader_free && resp->reader_cls)
+        resp->reader_free(resp->reader_cls);
+    memset(resp, 0, sizeof *resp);
+}
+
+/* The content reader of a paced body: releases each recorded piece at its time and
+ * suspends the connection in between. */
+static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct req_ctx *ctx = cls;
+    struct server_response *r = &ctx->resp;
+    if (pos >= r->body_len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    int64_t now = now_mono_us();
+    while (ctx->pace_next < r->nchunks) {
+        const struct chunk *c = &r->chunks[ctx->pace_next];
+        int64_t due = ctx->pace_start +
+                      (int64_t)((double)(c->offset_us - r->chunks[0].offset_us) * r->chunk_factor);
+        if (due > now && pos >= ctx->pace_allowed) {
+            if (wait_until(ctx, due))
+                return 0; /* called again when the timer resumes the connection */
+            if (!ctx->srv->opt.thread_per_connection) {
+                ctx->pace_next = r->nchunks; /* stopping: release the rest now */
+                break;
+            }
+            now = now_mono_us();
+            continue;
+        }
+        if (due > now)
+            break;
+        ctx->pace_allowed += c->size;
+        ctx->pace_next++;
+    }
+    if (ctx->pace_next >= r->nchunks || ctx->pace_allowed > r->body_len)
+        ctx->pace_allowed = r->body_len;
+    size_t n = ctx->pace_allowed - (size_t)pos;
+    if (n > max)
+        n = max;
+    memcpy(out, r->body + pos, n);
+    return (ssize_t)n;
+}
+
+static enum MHD_Result queue_response(struct req_ctx *ctx)
+{
+    struct server_response *r = &ctx->resp;
+    struct MHD_Response *mr;
+    if (r->reader) {
+        mr = MHD_create_response_from_callback(r->stream_size, 32 * 1024, r->reader,
+                                               r->reader_cls, r->reader_free);
+        if (mr) {
+            r->reader_cls = NULL; /* MHD frees it now */
+            r->reader_free = NULL;
+        }
+    } else if (r->nchunks > 1 && r->body_len > 0) {
+        ctx->pace_start = now_mono_us();
+        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, pace_reader, ctx,
+                                               NULL);
+    } else {
+        mr = MHD_create_response_from_buffer(
+            r->body_len, r->body, r->body_borrowed ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
+        if (mr && !r->body_borrowed)
+            r->body = NULL; /* MHD frees it now */
+    }
+    if (!mr)
+        return MHD_NO;
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const char *name = r->headers.v[i].name;
+        if (header_is_hop_by_hop(name) || ascii_casecmp(name, "content-length") == 0)
+            continue;
+        MHD_add_response_header(mr, name, r->headers.v[i].value);
+    }
+    for (size_t i = 0; r->extra_headers && i < r->extra_headers->n; i++)
+        MHD_add_response_header(mr, r->extra_headers->v[i].name, r->extra_headers->v[i].value);
+    ctx->state = REQ_QUEUED;
+    enum MHD_Result ret = MHD_queue_response(ctx->req.conn, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    return ret;
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct server *srv = cls;
+    struct req_ctx *ctx = calloc(1, sizeof *ctx);
+    (void)conn;
+    if (!ctx)
+        return NULL;
+    ctx->srv = srv;
+    ctx->raw_uri = strdup(uri ? uri : "/");
+    ctx->body.max = srv->opt.max_body;
+    atomic_fetch_add(&srv->inflight, 1);
+    return ctx;
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    struct server *srv = cls;
+    struct req_ctx *ctx = *req_cls;
+    (void)conn;
+    (void)toe;
+    if (!ctx)
+        return;
+    response_clear(&ctx->resp);
+    headers_free(&ctx->req.headers);
+    buf_free(&ctx->body);
+    free(ctx->raw_uri);
+    free(ctx->path);
+    free(ctx->query);
+    free(ctx);
+    *req_cls = NULL;
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    struct req_ctx *ctx = cls;
+    (void)kind;
+    if (ctx->req.headers.n >= SERVER_MAX_HEADERS) {
+        ctx->too_many_headers = 1;
+        return MHD_NO;
+    }
+    headers_addn(&ctx->req.headers, key, key_size, value ? value : "", value ? value_size : 0);
+    return MHD_YES;
+}
+
+static int is_loopback(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return 0;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+            return 1;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            return in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const char *method)
+{
+    const char *q = strchr(ctx->raw_uri, '?');
+    size_t plen = q ? (size_t)(q - ctx->raw_uri) : strlen(ctx->raw_uri);
+    ctx->path = xstrndup(ctx->raw_uri, plen);
+    ctx->query = strdup(q ? q + 1 : "");
+    if (!ctx->path || !ctx->query)
+        return -1;
+    ctx->req.method = method;
+    ctx->req.path = ctx->path;
+    ctx->req.query = ctx->query;
+    ctx->req.conn = conn;
+    ctx->req.received_us = now_wall_us();
+    ctx->req.received_mono_us = now_mono_us();
+    ctx->req.loopback = is_loopback(conn);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, collect_header, ctx);
+    return 0;
+}
+
+static int is_admin_path(const char *path)
+{
+    return strncmp(path, SERVER_ADMIN_PREFIX, sizeof SERVER_ADMIN_PREFIX - 1) == 0 ||
+           strcmp(path, "/__apisim") == 0;
+}
+
+/* Decide the answer: limits, the control API, or the mode's handler. */
+static void dispatch(struct req_ctx *ctx)
+{
+    struct server *srv = ctx->srv;
+    struct server_request *req = &ctx->req;
+    struct server_response *resp = &ctx->resp;
+    char msg[256];
+    req->body = (const unsigned char *)ctx->body.p;
+    req->body_len = ctx->body.len;
+    resp->chunk_factor = 1.0;
+    if (ctx->too_many_headers) {
+        snprintf(msg, sizeof msg, "request has more than %d headers", SERVER_MAX_HEADERS);
+        log_msg(LOG_WARN, "%s %s: %s", req->method, req->path, msg);
+        server_response_error(resp, 431, msg);
+        return;
+    }
+    if (ctx->too_large) {
+        snprintf(msg, sizeof msg, "request body larger than --max-body (%zu bytes)",
+                 srv->opt.max_body);
+        log_msg(LOG_WARN, "%s %s: %s", req->method, req->path, msg);
+        server_response_error(resp, 413, msg);
+        return;
+    }
+    if (is_admin_path(req->path)) {
+        if (srv->opt.admin_token) {
+            const char *tok = headers_get(&req->headers, "x-apisim-token");
+            if (!tok || strcmp(tok, srv->opt.admin_token) != 0) {
+                server_response_error(resp, 401,
+                                      "control API: missing or wrong X-Apisim-Token header");
+                return;
+            }
+        } else if (!req->loopback) {
+            server_response_error(resp, 403,
+                                  "control API answers loopback clients only; start the server "
+                                  "with --admin-token to allow others");
+            return;
+        }
+        if (!srv->opt.handle_admin || srv->opt.handle_admin(srv->opt.admin_app, req, resp) < 0) {
+            response_clear(resp);
+            server_response_error(resp, srv->opt.handle_admin ? 500 : 404,
+                                  srv->opt.handle_admin ? "control API failed"
+                                                        : "no control API on this server");
+        }
+        return;
+    }
+    if (srv->opt.handle(srv->opt.app, req, resp) < 0) {
+        response_clear(resp);
+        server_response_error(resp, 500, "apisim: internal error (see its stderr)");
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct req_ctx *ctx = *req_cls;
+    (void)cls;
+    (void)url;
+    (void)version;
+    if (!ctx)
+        return MHD_NO; /* the URI logger ran out of memory: drop the connection */
+    if (!ctx->req.method) {
+        /* First call: headers are in; answer on a later call so keep-alive survives. */
+        if (setup_request(ctx, conn, method) < 0)
+            return MHD_NO;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!ctx->too_large && buf_append(&ctx->body, upload_data, *upload_data_size) < 0)
+            ctx->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    switch (ctx->state) {
+    case REQ_COLLECTING:
+        dispatch(ctx);
+        if (ctx->resp.delay_us > 0 && !ctx->resp.reader) {
+            ctx->state = REQ_READY;
+            if (wait_until(ctx, ctx->req.received_mono_us + ctx->resp.delay_us))
+                return MHD_YES;
+        }
+        return queue_response(ctx);
+    case REQ_READY:
+        return queue_response(ctx);
+    case REQ_QUEUED:
+        return MHD_YES;
+    }
+    return MHD_NO;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sslen,
+                        char *host_out, size_t host_len, char *err)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || colon[1] == '\0') {
+        snprintf(err, APISIM_ERR_LEN,
+                 "--listen \"%s\": expected HOST:PORT (e.g. 127.0.0.1:8080, port 0 picks one)",
+                 listen);
+        return -1;
+    }
+    char host[256];
+    size_t hlen = (size_t)(colon - listen);
+    if (listen[0] == '[' && hlen >= 2 && listen[hlen - 1] == ']') {
+        listen++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof host) {
+        snprintf(err, APISIM_ERR_LEN, "--listen \"%s\": host name too long", listen);
+        return -1;
+    }
+    memcpy(host, listen, hlen);
+    host[hlen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535) {
+        snprintf(err, APISIM_ERR_LEN, "--listen \"%s\": port must be a number 0..65535", listen);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &res);
+    if (gai != 0 || !res) {
+        snprintf(err, APISIM_ERR_LEN, "--listen \"%s\": cannot resolve %s: %s", listen, host,
+                 gai_strerror(gai));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    getnameinfo(res->ai_addr, res->ai_addrlen, host_out, (socklen_t)host_len, NULL, 0,
+                NI_NUMERICHOST);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr) >> 24) ==
+               127;
+    if (ss->ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr);
+    return 0;
+}
+
+int server_start(struct server **out, const struct server_options *opt, char *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char host[1025];
+    if (parse_listen(opt->listen, &ss, &sslen, host, sizeof host, err) < 0)
+        return -1;
+    if (!addr_is_loopback(&ss))
+        log_msg(LOG_WARN,
+                "listening on %s, which is not a loopback address: other machines can reach "
+                "this server%s",
+                host, opt->admin_token ? "" : " (the control API still answers loopback only)");
+
+    struct server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        return -1;
+    }
+    srv->opt = *opt;
+    pthread_mutex_init(&srv->tmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->tcond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_ITC;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned threads = opt->threads ? opt->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+    if (opt->thread_per_connection) {
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+        threads = 0;
+    } else {
+        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+        if (pthread_create(&srv->timer_thread, NULL, timer_main, srv) != 0) {
+            snprintf(err, APISIM_ERR_LEN, "cannot start the timer thread");
+            free(srv);
+            return -1;
+        }
+        srv->timer_running = 1;
+    }
+    size_t mem = opt->max_header_bytes ? opt->max_header_bytes : 64 * 1024;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opt->max_connections ? opt->max_connections : 1024),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "cannot listen on %s: %s (is the port in use? use --listen HOST:0 for a free "
+                 "port)",
+                 opt->listen, errno ? strerror(errno) : "libmicrohttpd refused to start");
+        server_free(srv);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = di ? di->port : 0;
+    if (ss.ss_family == AF_INET6)
+        snprintf(srv->url, sizeof srv->url, "http://[%s]:%u", host, port);
+    else
+        snprintf(srv->url, sizeof srv->url, "http://%s:%u", host, port);
+    *out = srv;
+    return 0;
+}
+
+const char *server_url(const struct server *srv)
+{
+    return srv->url;
+}
+
+void server_wait_for_signal(struct server *srv)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_msg(LOG_INFO, "%s received: finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    /* Stop accepting, then let what is in flight finish (bounded). */
+    MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    int64_t deadline = now_mono_us() + SERVER_DRAIN_TIMEOUT_US;
+    while (atomic_load(&srv->inflight) > 0 && now_mono_us() < deadline) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void server_free(struct server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->timer_running) {
+        /* Resume everything still waiting, then stop the timer thread. */
+        pthread_mutex_lock(&srv->tmu);
+        srv->timer_stop = 1;
+        pthread_cond_signal(&srv->tcond);
+        pthread_mutex_unlock(&srv->tmu);
+        pthread_join(srv->timer_thread, NULL);
+    }
+    if (srv->daemon)
+        MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->tmu);
+    pthread_cond_destroy(&srv->tcond);
+    free(srv->heap);
+    free(srv);
+}
