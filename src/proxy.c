@@ -44,6 +44,7 @@ struct transfer {
     int paused;
 
     struct codec *codec; /* decoder when the body is gzip/deflate */
+    int codec_checked;   /* the response's Content-Encoding has been looked at */
     int decode_failed;
     struct buf raw;      /* raw body as received (kept when it cannot be decoded) */
     struct buf decoded;  /* decoded body */
@@ -209,6 +210,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
     }
     if (buf_append(&t->pending, data, n) < 0)
         return 0;
+    if (t->record && !t->codec_checked) {
+        /* The head is complete once body bytes flow: pick the decoder now. */
+        const char *enc = headers_get(&t->ex->response_headers, "content-encoding");
+        t->codec = enc ? codec_new(enc) : NULL;
+        t->codec_checked = 1;
+    }
     if (t->record && !t->truncated) {
         size_t before = t->codec ? t->decoded.len : t->raw.len;
         if (buf_append(&t->raw, data, n) < 0) {
@@ -563,9 +570,6 @@ static int answer_head(struct transfer *t, struct server_response *resp)
         if (headers_add(&resp->headers, h->name, h->value) < 0)
             return -1;
     }
-    const char *enc = headers_get(&t->ex->response_headers, "content-encoding");
-    if (t->record && enc)
-        t->codec = codec_new(enc);
     return 0;
 }
 
