@@ -109,7 +109,9 @@ int quota_from_preset(const char *name, int64_t delay_ms, struct quota_state **o
     }
     snprintf(q->preset, sizeof q->preset, "%s", p->name);
     q->status = p->status;
-    q->delay_ms = delay_ms < 0 ? p->default_delay_ms : delay_ms;
+    /* Only `slow` waits: main.c passes its default to every preset. */
+    if (p->default_delay_ms > 0)
+        q->delay_ms = delay_ms < 0 ? p->default_delay_ms : delay_ms;
     for (size_t i = 0; i < 2; i++) {
         if (p->w[i].window < 0)
             continue;
@@ -222,6 +224,10 @@ int quota_from_json(const cJSON *body, struct quota_state **out, char *err)
         JERR("give either \"preset\" or \"windows\", not both");
         goto out;
     }
+    if (delay && !(cJSON_IsString(preset) && strcmp(preset->valuestring, "slow") == 0)) {
+        JERR("field \"delay_ms\": only the \"slow\" preset takes a delay");
+        goto out;
+    }
     if (preset) {
         if (!cJSON_IsString(preset)) {
             JERR("field \"preset\": expected a string (one of: %s)", preset_list);
@@ -245,7 +251,6 @@ int quota_from_json(const cJSON *body, struct quota_state **out, char *err)
         }
         snprintf(q->preset, sizeof q->preset, "windows");
         q->status = 200;
-        q->delay_ms = delay_ms < 0 ? 0 : delay_ms;
         for (const cJSON *wj = windows->child; wj; wj = wj->next) {
             int i = window_index(wj->string);
             if (i < 0) {

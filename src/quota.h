@@ -15,7 +15,8 @@
  *     a window a preset does not name has utilization and resets_at null;
  *   - `rate-limited` 429 with `retry-after: 30`, `server-error` 503, both with an Anthropic
  *     error body {"type":"error","error":{"type":...,"message":...}};
- *   - `slow` answers the `ok` body after delay_ms (default 2000).
+ *   - `slow` answers the `ok` body (and a 401 too) after delay_ms (default 2000);
+ *   - a method other than GET or HEAD answers 405.
  *
  * Pure: no I/O, no logging. Errors go into char err[APISIM_ERR_LEN].
  */
@@ -53,21 +54,21 @@ struct quota_window {
 struct quota_state {
     char preset[32];  /* preset name, or "windows" for explicit windows */
     int status;       /* 200, 401, 429 or 503 answered to an authorised request */
-    int64_t delay_ms; /* before every answer (slow: default QUOTA_SLOW_DEFAULT_MS) */
+    int64_t delay_ms; /* before every answer; only `slow` has one */
     struct quota_window windows[QUOTA_NWINDOWS];
 };
 
-/* A state for preset name. delay_ms < 0 means the preset's default (2000 for slow, 0 for the
- * others). Returns 0 and *out (free with quota_free), or -1 with err listing the accepted
- * names (unknown preset, out of memory, delay too long). */
+/* A state for preset name. delay_ms is how long `slow` waits (< 0: QUOTA_SLOW_DEFAULT_MS);
+ * the other presets answer at once whatever it is. Returns 0 and *out (free with quota_free), or -1
+ * with err listing the accepted names (unknown preset, out of memory, delay too long). */
 int quota_from_preset(const char *name, int64_t delay_ms, struct quota_state **out, char *err);
 
 /* A state from the body of POST /__apisim/fixtures/quota: {"preset": NAME, "delay_ms": N}
- * or {"windows": {"five_hour": {"utilization": 95, "resets_in_s": 3600}, ...},
- * "delay_ms": N}. utilization is a number or null; resets_in_s an integer or null (or
- * absent: resets_at null). Returns 0 and *out (free with quota_free), or -1 with err naming
- * the field ("fixtures/quota: field \"windows.five_hour.utilization\": expected a number or
- * null"). */
+ * (delay_ms only with "slow", default 2000) or {"windows": {"five_hour": {"utilization": 95,
+ * "resets_in_s": 3600}, ...}} (windows not named answer nulls). utilization is a number or null;
+ * resets_in_s an integer or null (or absent: resets_at null). Returns 0 and *out (free with
+ * quota_free), or -1 with err naming the field ("fixtures/quota: field
+ * \"windows.five_hour.utilization\": expected a number or null"). */
 int quota_from_json(const cJSON *body, struct quota_state **out, char *err);
 
 /* What is active, as JSON: {"preset", "status", "delay_ms", "path", "windows": {NAME:
