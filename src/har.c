@@ -1120,6 +1120,11 @@ int har_entry_to_exchange(const cJSON *entry, const struct har_limits *lim,
     }
     if (timings_in(entry, ex, err) < 0 || apisim_extra_in(member(entry, "_apisim"), ex, err) < 0)
         goto out;
+    /* The stored body is decoded: its headers must say so, as recording leaves them. */
+    if (ex->response_encoding) {
+        headers_remove(&ex->response_headers, "content-encoding");
+        headers_remove(&ex->response_headers, "content-length");
+    }
     *out_ex = ex;
     ex = NULL;
     rc = 0;

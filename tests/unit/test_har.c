@@ -116,7 +116,8 @@ static const struct import_case import_cases[] = {
      NULL, "GET", "/a/b", "x=1&y=2", 200, "\x00\x01\x02\xff", 4, NULL, 10500, 10500},
     {"polly gzip pieces are decoded",
      ENTRY(REQ_GET,
-           "{\"status\":200,\"headers\":[{\"name\":\"content-encoding\",\"value\":\"gzip\"}],"
+           "{\"status\":200,\"headers\":[{\"name\":\"content-encoding\",\"value\":\"gzip\"},"
+           "{\"name\":\"content-length\",\"value\":\"54\"}],"
            "\"content\":{\"encoding\":\"base64\",\"mimeType\":\"application/json\",\"size\":54,"
            "\"text\":\"" POLLY_GZIP "\"}}",
            ""),
@@ -263,6 +264,9 @@ static void test_import_table(void)
                       (!c->encoding || strcmp(c->encoding, ex->response_encoding) == 0),
                   "case %s: response_encoding %s", c->name,
                   ex->response_encoding ? ex->response_encoding : "(null)");
+            CHECK(!c->encoding || (!headers_get(&ex->response_headers, "content-encoding") &&
+                                   !headers_get(&ex->response_headers, "content-length")),
+                  "case %s: stale Content-Encoding/Length kept on a decoded body", c->name);
             CHECK(ex->ttfb_us == c->ttfb_us, "case %s: ttfb %lld, want %lld", c->name,
                   (long long)ex->ttfb_us, (long long)c->ttfb_us);
             CHECK(ex->duration_us == c->duration_us, "case %s: duration %lld, want %lld", c->name,
