@@ -1,7 +1,8 @@
 /* admin — the control API under /__apisim/, on every server (record, replay, mock):
  *
  *   GET    /__apisim/health           {"status":"ok","mode","exchanges","stubs","requests",
- *                                      "misses"}
+ *                                      "misses"}; stubs counts registrations (from --stubs
+ *                                      and since the last reset; a sequence is one stub)
  *   POST   /__apisim/stubs            a stub -> 201 {"id": N}
  *   GET    /__apisim/requests         the journal, oldest first (?method=&path= filter)
  *   GET    /__apisim/requests/count   {"count": N} (same filters)
