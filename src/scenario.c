@@ -835,7 +835,7 @@ static int64_t tokens_of(const char *s)
 static cJSON *make_result(struct builder *b, int max_turns)
 {
     cJSON *o = tpl(b, TPL_RESULT);
-    int64_t in = 3 + tokens_of(b->prompt), outt = tokens_of(b->last_text);
+    int64_t in = 11 + tokens_of(b->prompt), outt = 8 + tokens_of(b->last_text);
     double cost = (double)llround((double)in * 3.0 + (double)outt * 15.0) / 1e6;
     int64_t ms = b->elapsed_us / 1000;
     int64_t ttft = (b->first_reply_us < 0 ? b->elapsed_us : b->first_reply_us) / 1000;
@@ -882,7 +882,7 @@ static cJSON *make_assistant(struct builder *b, const char *text)
     make_uuid(b, uuid, sizeof uuid);
     put_str(b, msg, "id", id);
     put_str(b, msg, "model", b->model);
-    put_num(b, child(msg, "usage"), "input_tokens", (double)(3 + tokens_of(b->prompt)));
+    put_num(b, child(msg, "usage"), "input_tokens", (double)(11 + tokens_of(b->prompt)));
     if (text) {
         put_str(b, cJSON_GetArrayItem(child(msg, "content"), 0), "text", text);
         b->last_text = text;
