@@ -683,6 +683,8 @@ int admin_handle(void *app, struct server_request *req, struct server_response *
 
 /* ---- --stubs FILE ---------------------------------------------------------------------- */
 
+/* The bytes of the file at path (at most ADMIN_MAX_STUBS_FILE), NUL-terminated; the caller
+ * frees them. NULL with err naming the file when it cannot be read. */
 static char *read_file(const char *path, size_t *len, char *err)
 {
     FILE *fp = fopen(path, "rb");
