@@ -417,6 +417,10 @@ static int run_server(int argc, char **argv)
             goto out;
         }
     }
+    if (o.listen && server_check_listen(o.listen, err) < 0) {
+        fprintf(stderr, "apisim %s: %s\n", o.command, err);
+        goto out;
+    }
     if (is_record && !o.upstream) {
         fprintf(stderr, "apisim record: --upstream URL is required (the real API to record)\n");
         goto out;
@@ -471,11 +475,12 @@ static int run_server(int argc, char **argv)
                                 .on_miss = on_miss,
                                 .proxy = proxy,
                                 .journal_max = (size_t)journal_max};
-    if (replay_new(&replay, is_record ? &(struct replay_options){.mode = "record",
-                                                                  .config = &o.cfg,
-                                                                  .journal_max = ro.journal_max}
-                                      : &ro,
-                   err) < 0) {
+    if (is_record) {
+        /* A recorder answers from stubs and the quota fixture first, like a mock. */
+        ro.store = NULL;
+        ro.record_stream = 1;
+    }
+    if (replay_new(&replay, &ro, err) < 0) {
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
         quota_free(quota);
         goto out;
@@ -499,12 +504,11 @@ static int run_server(int argc, char **argv)
         .max_connections = (unsigned)max_conn,
         .threads = (unsigned)threads,
         .admin_token = o.admin_token,
-        .handle = is_record ? proxy_handle : replay_handle,
+        .handle = replay_handle,
         .handle_admin = admin_handle,
-        .app = is_record ? (void *)proxy : (void *)replay,
+        .app = replay,
+        .admin_app = replay,
     };
-    /* A recorder's control API speaks for an empty replay: health, stubs, journal. */
-    so.admin_app = replay;
     if (server_start(&srv, &so, err) < 0) {
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
         goto out;
@@ -548,8 +552,8 @@ static void usage(FILE *f)
           "recordings:\n"
           "  ls       [--db FILE] [--session NAME] [--json]          list exchanges\n"
           "  show     [--db FILE] ID                                 print one exchange\n"
-          "  export   [--db FILE] --format har|jsonl|sql             write a recording out\n"
-          "  import   [--db FILE] [--session NAME] FILE              read HAR or JSONL in\n"
+          "  export   [--db FILE] [--session NAME] --format har|jsonl|sql [--output FILE]\n"
+          "  import   [--db FILE] [--session NAME] [--max-body SIZE] FILE   read HAR or JSONL\n"
           "session fixtures:\n"
           "  claude   [claude arguments]                             a fake claude CLI\n"
           "  claude-record [--db FILE] -- COMMAND [ARGS...]          record a real CLI run\n"

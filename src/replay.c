@@ -32,6 +32,7 @@ struct entry {
     size_t nchunks;
     int64_t ttfb_us;
     int64_t delay_ms;
+    int64_t reg; /* stubs: the registration it came with (a sequence shares one) */
     /* Stubs keep their request side for miss reports. */
     char *method;
     char *path;
@@ -75,9 +76,9 @@ struct replay {
     struct entry **entries; /* every entry ever made, freed at the end */
     size_t nentries, capentries;
     size_t nrecorded;
-    size_t nstubs;
     size_t persistent_stubs; /* stubs in entries[] before this index survive reset */
     int64_t next_stub_id;
+    int64_t registrations;
 
     pthread_mutex_t mu; /* sequence positions, rng, journal, quota */
     struct latency_rng rng;
@@ -85,6 +86,7 @@ struct replay {
     size_t jcap, jstart, jlen;
     int64_t jseq;
     struct quota_state *quota;
+    atomic_int quota_active; /* read without the mutex on every request */
     atomic_uint_least64_t misses;
 };
 
@@ -437,6 +439,7 @@ int64_t replay_add_stub(struct replay *rp, struct exchange **seq, size_t n, char
     }
     g->n = 0;
     g->next = 0;
+    int64_t reg = ++rp->registrations;
     for (size_t i = 0; i < n; i++) {
         struct exchange *ex = seq[i];
         ex->id = rp->next_stub_id++;
@@ -448,13 +451,13 @@ int64_t replay_add_stub(struct replay *rp, struct exchange **seq, size_t n, char
             goto out;
         }
         e->has_template = has_placeholder(e->body, e->body_len);
+        e->reg = reg;
         if (group_push(g, e) < 0) {
             snprintf(err, APISIM_ERR_LEN, "out of memory");
             goto out;
         }
         if (first < 0)
             first = e->id;
-        rp->nstubs++;
     }
 out:
     pthread_rwlock_unlock(&rp->lock);
@@ -478,15 +481,18 @@ void replay_reset(struct replay *rp)
     /* Rebuild the stub table from the stubs that survive (those from --stubs). Entries
      * themselves stay allocated until the end: a response may still be sending them. */
     table_free(&rp->stubs);
-    rp->nstubs = 0;
     for (size_t i = 0; i < rp->persistent_stubs; i++) {
         struct entry *e = rp->entries[i];
         if (!e->method)
             continue;
         char *key = stub_key(e->method, e->path);
         struct group *g = key ? table_get(&rp->stubs, key) : NULL;
-        if (g && group_push(g, e) == 0)
-            rp->nstubs++;
+        if (g) {
+            /* A surviving sequence is rebuilt in order; a replaced one starts over. */
+            if (g->n && g->v[g->n - 1]->reg != e->reg)
+                g->n = 0;
+            group_push(g, e);
+        }
     }
     for (size_t i = 0; i < rp->recorded.nbuckets; i++)
         for (struct group *g = rp->recorded.buckets[i]; g; g = g->chain)
@@ -503,6 +509,7 @@ void replay_set_quota(struct replay *rp, struct quota_state *q)
     pthread_mutex_lock(&rp->mu);
     struct quota_state *old = rp->quota;
     rp->quota = q;
+    atomic_store(&rp->quota_active, q != NULL);
     pthread_mutex_unlock(&rp->mu);
     quota_free(old);
 }
@@ -675,7 +682,7 @@ void replay_stats(struct replay *rp, struct replay_stats *out)
 {
     pthread_rwlock_rdlock(&rp->lock);
     out->exchanges = rp->nrecorded;
-    out->stubs = rp->nstubs;
+    out->stubs = rp->stubs.count; /* one per route: a sequence is one stub */
     pthread_rwlock_unlock(&rp->lock);
     pthread_mutex_lock(&rp->mu);
     out->requests = rp->jlen;
@@ -989,7 +996,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
                                .body_len = req->body_len};
 
     /* The quota fixture answers its endpoint before anything recorded. */
-    if (rp->quota && strcmp(req->method, "GET") == 0 && strcmp(req->path, "/api/oauth/usage") == 0) {
+    if (atomic_load(&rp->quota_active) && strcmp(req->method, "GET") == 0 && strcmp(req->path, "/api/oauth/usage") == 0) {
         pthread_mutex_lock(&rp->mu);
         int active = rp->quota != NULL;
         if (active)
@@ -1027,6 +1034,11 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     if (e)
         goto out;
 
+    if (rp->opt.record_stream) {
+        /* A recorder: what no stub answers goes to the upstream, streamed and stored. */
+        rc = proxy_handle(rp->opt.proxy, req, resp);
+        goto out;
+    }
     if (rp->opt.on_miss != ON_MISS_ERROR && rp->opt.proxy && !exhausted) {
         rc = forward_miss(rp, req, resp, &matched);
         goto out;

@@ -36,6 +36,8 @@ struct replay_options {
     enum on_miss on_miss;
     struct proxy *proxy; /* for ON_MISS_FORWARD / ON_MISS_RECORD */
     size_t journal_max;  /* entries kept (oldest dropped first); 0 for the default 10000 */
+    int record_stream;   /* record mode: stubs and quota first, everything else streamed
+                            through proxy_handle() and recorded */
 };
 
 /* Build the index from the store. Returns 0 and *out, or -1 with err. */

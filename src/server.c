@@ -524,6 +524,14 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
+int server_check_listen(const char *listen, char *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char host[1025];
+    return parse_listen(listen, &ss, &sslen, host, sizeof host, err);
+}
+
 static int addr_is_loopback(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET)

@@ -81,6 +81,10 @@ struct server_options {
     void *admin_app;                /* handle_admin's first argument */
 };
 
+/* Check that listen is HOST:PORT with a resolvable host and a port 0..65535. Returns 0 or
+ * -1 with err. */
+int server_check_listen(const char *listen, char *err);
+
 /* Start listening. Prints nothing; returns 0 and *out, or -1 with err naming the address. */
 int server_start(struct server **out, const struct server_options *opt, char *err);
 

@@ -167,6 +167,21 @@ out:
     return text;
 }
 
+static int open_connection_raw(struct store *st, sqlite3 **out, char *err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(st->uri, &db, st->open_flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "cannot open database %s: %s", st->path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    *out = db;
+    return 0;
+}
+
 static int open_connection(struct store *st, sqlite3 **out, char *err)
 {
     sqlite3 *db = NULL;
@@ -228,7 +243,20 @@ int store_open(struct store **out, const char *path, int flags, char *err)
         snprintf(err, APISIM_ERR_LEN, "out of memory");
         goto out;
     }
-    if (open_connection(st, &st->db, err) < 0)
+    /* The version is checked before anything (WAL included) changes the file. */
+    if (open_connection_raw(st, &st->db, err) < 0)
+        goto out;
+    int version;
+    if (read_user_version(st->db, &version, err, path) < 0)
+        goto out;
+    if (version > schema_file_count) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s has schema version %d, newer than this apisim knows (%d): use a "
+                 "newer apisim to read it",
+                 path, version, schema_file_count);
+        goto out;
+    }
+    if (configure_connection(st->db, !is_dump, err, path) < 0)
         goto out;
     if (is_dump) {
         if (!(dump = read_dump(path, err)))
@@ -468,7 +496,7 @@ int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err
 {
     static const char sql[] =
         "SELECT id, session, seq, source, CAST(round((julianday(started_at) - 2440587.5) * "
-        "86400000000) AS INTEGER), method, path, query, request_headers, request_body, "
+        "86400000) AS INTEGER) * 1000, method, path, query, request_headers, request_body, "
         "match_key, status, response_headers, response_body, response_encoding, ttfb_us, "
         "duration_us, error, complete, delay_ms FROM exchanges WHERE id = ?";
     sqlite3_stmt *s = NULL;
