@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target apisim
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
+cmake --build build -j"$(nproc)" --target apisim >&2
 echo "replaying recordings/demo.sql (Ctrl-C to stop)" >&2
 exec build/apisim replay --db recordings/demo.sql --listen 127.0.0.1:8080 --latency recorded "$@"
