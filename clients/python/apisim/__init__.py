@@ -1,0 +1,22 @@
+"""apisim for Python: drive the apisim binary from tests.
+
+    Server          an `apisim mock` / `apisim replay` process and its control API
+    ResponseSpec    what a stub answers
+    FakeClaude      a scripted fake `claude` CLI (run it, or put it on PATH)
+    ClaudeResult    one run of the fake CLI
+    ApisimError     anything apisim refused or could not do, with apisim's message
+    find_binary()   the binary: $APISIM_BIN, else `apisim` on PATH
+
+pytest fixtures (apisim.pytest_plugin, loaded automatically once the package is installed):
+mock_http_server, fake_claude, apisim_replay.
+"""
+
+from ._binary import find_binary
+from .claude import DEFAULT_ARGS, PRESETS, ClaudeResult, FakeClaude, slug
+from .errors import ApisimError
+from .server import ResponseSpec, Server, wait_until
+
+__version__ = "0.1.0"
+
+__all__ = ["ApisimError", "ClaudeResult", "DEFAULT_ARGS", "FakeClaude", "PRESETS",
+           "ResponseSpec", "Server", "find_binary", "slug", "wait_until", "__version__"]

@@ -1,0 +1,16 @@
+"""The one exception type of the package."""
+
+
+class ApisimError(Exception):
+    """Something apisim refused or could not do.
+
+    `message` is apisim's own message when it gave one (the "error" member of a control API
+    error body, or what the binary wrote to stderr), else ours; `status` is the HTTP status of
+    a refused control request (None otherwise); `body` the raw response body, if any.
+    """
+
+    def __init__(self, text, message=None, status=None, body=None):
+        super().__init__(text)
+        self.message = message if message is not None else text
+        self.status = status
+        self.body = body
