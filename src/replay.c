@@ -363,7 +363,8 @@ int replay_new(struct replay **out, const struct replay_options *opt, char *err)
         goto oom;
     if (!rp->journal)
         goto oom;
-    rp->next_stub_id = 1000000000; /* stubs never collide with recorded ids */
+    /* Stub ids stay clear of recorded ones (and of those --on-miss record adds). */
+    rp->next_stub_id = opt->store ? 1000000000 : 1;
     if (opt->store && load_recording(rp, err) < 0) {
         replay_free(rp);
         return -1;
