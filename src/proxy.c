@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,10 @@
 struct proxy {
     struct proxy_options opt;
     char *base;          /* upstream without a trailing '/' */
+    /* Connections, DNS and TLS sessions shared by every thread's transfers, so a
+     * recorder keeps its upstream connections alive instead of dialling per request. */
+    CURLSH *share;
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
     atomic_int_least64_t seq;
     atomic_uint_least64_t recorded;
 };
@@ -83,6 +88,21 @@ out:
     return rc;
 }
 
+static void share_lock(CURL *handle, curl_lock_data data, curl_lock_access access, void *cls)
+{
+    struct proxy *px = cls;
+    (void)handle;
+    (void)access;
+    pthread_mutex_lock(&px->share_locks[data]);
+}
+
+static void share_unlock(CURL *handle, curl_lock_data data, void *cls)
+{
+    struct proxy *px = cls;
+    (void)handle;
+    pthread_mutex_unlock(&px->share_locks[data]);
+}
+
 int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
 {
     if (proxy_check_upstream(opt->upstream, err) < 0)
@@ -97,6 +117,16 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
     while (n > 0 && px->base[n - 1] == '/')
         px->base[--n] = '\0';
     px->opt = *opt;
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&px->share_locks[i], NULL);
+    if ((px->share = curl_share_init())) {
+        curl_share_setopt(px->share, CURLSHOPT_LOCKFUNC, share_lock);
+        curl_share_setopt(px->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+        curl_share_setopt(px->share, CURLSHOPT_USERDATA, px);
+        curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+        curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    }
     int64_t seq = 0;
     if (opt->store && store_max_seq(opt->store, opt->session, &seq, err) < 0) {
         proxy_free(px);
@@ -111,6 +141,9 @@ void proxy_free(struct proxy *px)
 {
     if (!px)
         return;
+    curl_share_cleanup(px->share);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&px->share_locks[i]);
     free(px->base);
     free(px);
 }
@@ -404,6 +437,8 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     curl_easy_setopt(e, CURLOPT_URL, url.p);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (px->share)
+        curl_easy_setopt(e, CURLOPT_SHARE, px->share);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
