@@ -1,4 +1,4 @@
-"""The examples of docs/python.md: each is a file in clients/python/examples that passes
+"""The examples of README.md's "From Python" section: each is a file in clients/python/examples that passes
 under pytest against the real binary, and the page quotes every one of them exactly."""
 
 import glob
@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_ROOT = os.path.dirname(HERE)                       # clients/python
 REPO = os.path.dirname(os.path.dirname(PACKAGE_ROOT))
 EXAMPLES = sorted(glob.glob(os.path.join(PACKAGE_ROOT, "examples", "test_example_*.py")))
-DOC = os.path.join(REPO, "docs", "python.md")
+DOC = os.path.join(REPO, "README.md")  # its "From Python" section
 BLOCK = re.compile(r"<!-- example: (\S+) -->\n```python\n(.*?)```", re.S)
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
               "ALL_PROXY")
@@ -35,7 +35,7 @@ def test_docs_quote_every_example_exactly():
     assert sorted(quoted) == sorted(os.path.relpath(p, REPO) for p in EXAMPLES)
     for rel, code in quoted.items():
         with open(os.path.join(REPO, rel), encoding="utf-8") as f:
-            assert code == f.read(), f"docs/python.md quotes an old {rel}"
+            assert code == f.read(), f"README.md quotes an old {rel}"
 
 
 def test_examples_pass_under_pytest():
