@@ -337,7 +337,9 @@ static void install_interrupt(void)
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
-    /* A parent may hand us blocked signals; the contract is that they end us. */
+    /* A parent may hand us SIGTERM ignored or signals blocked; the contract is that they end
+     * us (hang-after-result waits for exactly that). */
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -1108,6 +1110,15 @@ int claude_record_main(int argc, char **argv)
     }
     if (!*session || !*db_path) {
         log_msg(LOG_ERROR, "claude-record: --db and --session must not be empty");
+        return EXIT_USAGE;
+    }
+    size_t dblen = strlen(db_path);
+    if (dblen >= 4 && strcmp(db_path + dblen - 4, ".sql") == 0) {
+        /* A text dump is loaded into memory: what is recorded there would be lost. */
+        log_msg(LOG_ERROR,
+                "claude-record: %s is a text dump, read-only here: record into a .db file and "
+                "write a dump with apisim export --format sql",
+                db_path);
         return EXIT_USAGE;
     }
     char **cmd = argv + i;
