@@ -265,10 +265,12 @@ def test_delays_are_kept(box):
         proc.stdout.close()
         proc.stderr.close()
     assert [json.loads(line)["type"] for _, line in lines] == ["system", "assistant", "result"]
-    t = [ts for ts, _ in lines]
-    assert t[0] - start < 1.0
-    assert 0.38 <= t[1] - t[0] < 0.9, t
-    assert 0.23 <= t[2] - t[1] < 0.75, t
+    # Measured from before the start: a late reader can only make these longer, so the
+    # lower bounds hold under load; the upper bounds are generous.
+    t = [ts - start for ts, _ in lines]
+    assert t[0] < t[1] < t[2], t  # streamed: the init line came before the first wait ended
+    assert 0.4 <= t[1] < 1.4, t
+    assert 0.65 <= t[2] < 1.9, t
 
 
 def test_sigint_mid_stream_exits_130(box):
@@ -367,10 +369,10 @@ with open(os.path.join(d, sid + ".jsonl"), "w") as f:
 def out(o):
     sys.stdout.write(json.dumps(o) + "\n"); sys.stdout.flush()
 out({"type": "system", "subtype": "init", "session_id": sid})
-time.sleep(0.3)
+time.sleep(0.5)
 out({"type": "assistant", "session_id": sid, "text": "caf\u00e9"})
 sys.stderr.write("warning: something on stderr\n"); sys.stderr.flush()
-time.sleep(0.5)
+time.sleep(0.8)
 out({"type": "result", "session_id": sid, "is_error": False})
 sys.stdout.write("unfinished"); sys.stdout.flush()
 sys.exit(3)
@@ -405,7 +407,7 @@ def test_claude_record_stores_the_run(recorded):
                                                                     "result"]
     assert r["rest"] == b"unfinished"
     t = [ts for ts, _ in r["lines"]]
-    assert t[1] - t[0] >= 0.25 and t[2] - t[1] >= 0.45, t
+    assert t[1] - t[0] >= 0.45 and t[2] - t[1] >= 0.75, t
     assert b"warning: something on stderr\n" in r["stderr"]
 
     con = sqlite3.connect(db)
@@ -416,7 +418,7 @@ def test_claude_record_stores_the_run(recorded):
         rid, session, argv, cwd, code, duration, stderr, sid, log_path, log = run[0]
         assert session == "script" and code == 3 and cwd == str(b.work)
         assert json.loads(argv) == [sys.executable, "-c", RECORDED_SCRIPT]
-        assert duration >= 800_000
+        assert duration >= 1_300_000
         assert stderr == "warning: something on stderr\n"
         assert sid == RECORDED_SID
         assert log_path == str(b.log_path(RECORDED_SID))
@@ -431,8 +433,8 @@ def test_claude_record_stores_the_run(recorded):
     assert [row[3] for row in rows[:3]] == [1, 1, 1]
     offsets = [row[1] for row in rows]
     assert offsets == sorted(offsets)
-    assert 250_000 <= offsets[1] - offsets[0] <= 600_000
-    assert 450_000 <= offsets[2] - offsets[1] <= 900_000
+    assert 450_000 <= offsets[1] - offsets[0] <= 1_000_000
+    assert 750_000 <= offsets[2] - offsets[1] <= 1_400_000
 
 
 def replay(box, db, session, *args, cwd=None, **env):
@@ -476,11 +478,11 @@ def test_replay_latency_scales_gaps(recorded):
     b, db, _ = recorded
     start, lines, _, code, _ = replay(b, db, "script", "--latency", "none")
     assert code == 3 and len(lines) == 3
-    assert lines[-1][0] - start < 0.4
+    assert lines[-1][0] - start < 0.6
     start, lines, _, code, _ = replay(b, db, "script", APISIM_LATENCY="recorded*0.5")
     assert code == 3
     gap = lines[2][0] - lines[1][0]
-    assert 0.2 <= gap <= 0.4, gap
+    assert 0.3 <= gap <= 0.6, gap
 
 
 def test_record_and_replay_the_fake_cli(box):
