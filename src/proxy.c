@@ -19,8 +19,11 @@
 struct proxy {
     struct proxy_options opt;
     char *base;          /* upstream without a trailing '/' */
-    /* Connections, DNS and TLS sessions shared by every thread's transfers, so a
-     * recorder keeps its upstream connections alive instead of dialling per request. */
+    /* DNS and TLS sessions shared by every thread's transfers (a TLS upstream resumes
+     * sessions instead of full handshakes). Connections are deliberately not shared: on
+     * a reused connection an upstream that writes head and body separately meets Nagle
+     * and delayed ACKs, and the recorded time to first byte grows by 40 ms that a
+     * client's own fresh connection would not see. */
     CURLSH *share;
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
     atomic_int_least64_t seq;
@@ -59,6 +62,9 @@ struct transfer {
 
     int finished; /* exchange handed to the store */
     int64_t id;
+    int64_t last_data_mono; /* when the upstream last sent something (stall detection) */
+    int failure_logged;
+    char what[160];         /* "METHOD /path" for log lines, valid after ex is handed over */
 };
 
 int proxy_check_upstream(const char *url, char *err)
@@ -123,7 +129,6 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
         curl_share_setopt(px->share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(px->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
         curl_share_setopt(px->share, CURLSHOPT_USERDATA, px);
-        curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
         curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
         curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     }
@@ -228,6 +233,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
 {
     struct transfer *t = cls;
     size_t n = size * nmemb;
+    t->last_data_mono = now_mono_us();
     if (!t->headers_done)
         t->headers_done = 1;
     if (t->ex->ttfb_us == 0)
@@ -263,9 +269,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
     return n;
 }
 
-/* Run curl until cond(t) holds or the transfer ends; waits on the sockets, never spins. */
+/* Run curl until cond(t) holds or the transfer ends; waits on the sockets, never spins.
+ * --upstream-timeout bounds the time to the response head (from the request's arrival) and
+ * every stall after it: time spent here with nothing arriving. (curl's own low-speed check
+ * averages over several seconds, so a stall after a burst would pass unnoticed that long.) */
 static void drive(struct transfer *t, int (*cond)(const struct transfer *))
 {
+    int64_t entered = now_mono_us();
+    int64_t limit = t->px->opt.upstream_timeout_us;
     while (!t->done && !cond(t)) {
         int running = 0;
         if (t->paused && t->pending.len - t->pending_off <= PROXY_PENDING_CAP / 2) {
@@ -289,10 +300,15 @@ static void drive(struct transfer *t, int (*cond)(const struct transfer *))
             break;
         if (t->paused)
             break; /* the client must take data first */
-        int64_t waited = now_mono_us() - t->start_mono;
-        if (!t->headers_done && waited > t->px->opt.upstream_timeout_us) {
+        int64_t now = now_mono_us();
+        int64_t since = t->last_data_mono > entered ? t->last_data_mono : entered;
+        if ((!t->headers_done && now - t->start_mono > limit) ||
+            (t->headers_done && now - since > limit)) {
             t->done = 1;
             t->result = CURLE_OPERATION_TIMEDOUT;
+            snprintf(t->errbuf, sizeof t->errbuf,
+                     "nothing received from the upstream for %lld ms (--upstream-timeout)",
+                     (long long)((now - (t->headers_done ? since : t->start_mono)) / 1000));
             break;
         }
         curl_multi_poll(t->multi, NULL, 0, 200, NULL);
@@ -386,6 +402,7 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     t->px = px;
     t->record = record;
     t->start_mono = req->received_mono_us;
+    snprintf(t->what, sizeof t->what, "%s %s", req->method, req->path);
     t->raw.max = px->opt.max_record_body ? px->opt.max_record_body : 0;
     t->decoded.max = t->raw.max;
     struct exchange *ex = t->ex = exchange_new();
@@ -495,6 +512,9 @@ static void build_exchange(struct transfer *t)
                                                       .body_len = ex->request_body_len});
     if (!t->done || t->result != CURLE_OK || t->truncated)
         ex->complete = 0;
+    /* The upstream failed after its head: the cause is kept, so replay can repeat it. */
+    if (t->done && t->result != CURLE_OK && !ex->error)
+        ex->error = strdup(failure_cause(t->result));
     struct buf *body = &t->raw;
     const char *enc = headers_get(&ex->response_headers, "content-encoding");
     if (t->codec && !t->decode_failed && codec_finished(t->codec)) {
@@ -560,6 +580,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
         size_t avail = t->pending.len - t->pending_off;
         /* Keep the last byte back until the exchange is committed. */
         size_t give = t->done ? avail : (avail > 1 ? avail - 1 : 0);
+        if (t->done && t->result != CURLE_OK && !t->failure_logged) {
+            t->failure_logged = 1;
+            log_msg(LOG_WARN, "%s: upstream failed mid-response (%s): %s; the client's "
+                    "response is cut short and stored as incomplete", t->what,
+                    failure_cause(t->result),
+                    t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
+        }
         if (give > 0) {
             if (t->done && give == avail)
                 finish(t, 1);
@@ -571,12 +598,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
         }
         if (t->done) {
             finish(t, 1);
-            if (t->result != CURLE_OK) {
-                log_msg(LOG_WARN, "%s %s: upstream failed mid-response: %s", t->ex ? t->ex->method : "",
-                        t->ex ? t->ex->path : "", t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return t->result != CURLE_OK ? MHD_CONTENT_READER_END_WITH_ERROR
+                                         : MHD_CONTENT_READER_END_OF_STREAM;
         }
         drive(t, cond_data);
     }
@@ -587,8 +610,8 @@ static void stream_free(void *cls)
     struct transfer *t = cls;
     if (!t->done) {
         /* The client went away mid-stream: keep what arrived, marked incomplete. */
-        log_msg(LOG_WARN, "%s %s: client disconnected before the end; stored as incomplete",
-                t->ex ? t->ex->method : "", t->ex ? t->ex->path : "");
+        log_msg(LOG_WARN, "%s: client disconnected before the end; stored as incomplete",
+                t->what);
     }
     finish(t, 0);
     transfer_free(t);
