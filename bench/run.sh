@@ -1,0 +1,451 @@
+#!/usr/bin/env bash
+# bench/run.sh — apisim's performance benchmark, in one run, on loopback.
+#
+# usage: bench/run.sh [BUILD_DIR]        (default: build-bench beside this directory)
+#
+# Measures, side by side with wrk: the floor (bench/floor.c, a bare libmicrohttpd server
+# answering a fixed 1 KiB JSON body), `apisim replay` answering the same body from a
+# recording, `apisim mock` answering it from a stub, and `apisim record` in front of the
+# floor. Then record mode's added time to first byte, the latency model's overhead, and
+# replay of a 100k-exchange and a 1 GiB recording. Prints figures; asserts nothing about time.
+# See bench/README.md for what each figure means.
+#
+# Tunables (environment):
+#   BENCH_SECONDS=5          each measured wrk run
+#   BENCH_WARMUP_SECONDS=1   unmeasured wrk run before the measured ones
+#   BENCH_CONNECTIONS=32     connections of the loaded runs (wrk -t2)
+#   BENCH_TTFB_SAMPLES=200   sequential requests for the time-to-first-byte medians
+#   BENCH_SCALE_EXCHANGES=100000   exchanges in the large recording
+#   BENCH_BIG_EXCHANGES=1024 BENCH_BIG_BODY_KIB=1024   the 1 GiB recording
+#   BENCH_ONLY=all|floor     floor: measure the floor alone (no apisim needed)
+#   BENCH_PIN=same          1-connection runs: same = server and wrk pinned to one core (steady
+#                            figures), cross = on different cores, none = where the scheduler puts them
+#   BENCH_SKIP_SCALE=0       1: skip the two large recordings
+#   BENCH_TMP=DIR            work directory (default: a fresh mktemp -d, removed at exit)
+#   BENCH_KEEP=0             1: keep the work directory (databases, server logs)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$(realpath -m "${1:-$ROOT/build-bench}")
+SECS=${BENCH_SECONDS:-5}
+WARMUP=${BENCH_WARMUP_SECONDS:-1}
+CONNS=${BENCH_CONNECTIONS:-32}
+TTFB_N=${BENCH_TTFB_SAMPLES:-200}
+SCALE_N=${BENCH_SCALE_EXCHANGES:-100000}
+BIG_N=${BENCH_BIG_EXCHANGES:-1024}
+BIG_KIB=${BENCH_BIG_BODY_KIB:-1024}
+ONLY=${BENCH_ONLY:-all}
+SKIP_SCALE=${BENCH_SKIP_SCALE:-0}
+PIN=${BENCH_PIN:-same}
+NCPU=$(nproc)
+if [ "$NCPU" -lt 2 ] || ! command -v taskset >/dev/null; then
+    PIN=none
+fi
+KEEP=${BENCH_KEEP:-0}
+CLK_TCK=$(getconf CLK_TCK)
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+note() { echo "bench: $*" >&2; }
+
+# --- tools and build --------------------------------------------------------------------
+
+if ! command -v wrk >/dev/null; then
+    note "wrk is missing: installing it with apt-get"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get install -y wrk >/dev/null || die "cannot install wrk (apt-get install wrk)"
+fi
+for tool in curl sqlite3 awk; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install $tool)"
+done
+
+targets=(apisim_floor)
+[ "$ONLY" = floor ] || targets+=(apisim)
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    note "configuring a Release build in $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
+[ "$btype" = Release ] || note "warning: $BUILD is a '$btype' build, not Release"
+cmake --build "$BUILD" -j2 --target "${targets[@]}" >"$BUILD/bench-build.log" 2>&1 ||
+    die "build failed: see $BUILD/bench-build.log"
+FLOOR_BIN=$BUILD/bench/apisim_floor
+APISIM=$BUILD/apisim
+
+if [ -n "${BENCH_TMP:-}" ]; then
+    T=$BENCH_TMP
+    mkdir -p "$T"
+else
+    T=$(mktemp -d /tmp/apisim-bench.XXXXXX)
+fi
+
+# --- servers ----------------------------------------------------------------------------
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then
+        note "work directory kept: $T"
+    elif [ -z "${BENCH_TMP:-}" ]; then
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+
+# start_server NAME CMD... : starts a server whose first stdout line is
+# "listening on http://HOST:PORT"; sets SRV_PID, SRV_URL and SRV_START_MS (spawn to that
+# line, in ms). stdout goes on to $T/NAME.out, stderr to $T/NAME.err.
+start_server() {
+    local name=$1 line t0 t1
+    shift
+    rm -f "$T/$name.fifo"
+    mkfifo "$T/$name.fifo"
+    t0=$EPOCHREALTIME
+    "$@" >"$T/$name.fifo" 2>"$T/$name.err" &
+    SRV_PID=$!
+    PIDS+=("$SRV_PID")
+    exec 3<"$T/$name.fifo"
+    if ! IFS= read -r -t 60 line <&3; then
+        exec 3<&-
+        cat "$T/$name.err" >&2
+        die "$name did not print its listening line: $*"
+    fi
+    t1=$EPOCHREALTIME
+    cat <&3 >"$T/$name.out" &
+    exec 3<&-
+    case $line in
+    "listening on http://"*) SRV_URL=${line#listening on } ;;
+    *) die "$name printed '$line' instead of its listening line" ;;
+    esac
+    SRV_START_MS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) * 1000 }')
+}
+
+# stop_server PID : SIGTERM, then wait (SIGKILL after 20 s).
+stop_server() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        note "pid $pid ignored SIGTERM for 20 s: killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# CPU ticks (user + system, every thread) of a process so far.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# A /proc/PID/status field in KiB (VmRSS, VmHWM).
+status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# wrk's done() prints one line of figures, so nothing depends on its human output.
+cat >"$T/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d errors=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+EOF
+# Same, with each request for a random path PREFIX..N in LO..HI (wrk ... -- PREFIX LO HI).
+cat >"$T/random.lua" <<'EOF'
+local prefix, lo, hi
+init = function(args)
+  prefix, lo, hi = args[1], tonumber(args[2]), tonumber(args[3])
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
+end
+request = function()
+  return wrk.format("GET", prefix .. math.random(lo, hi))
+end
+EOF
+sed -n '/^done/,$p' "$T/report.lua" >>"$T/random.lua"
+
+# run_wrk PID URL THREADS CONNS SECONDS [random PREFIX LO HI] : one wrk run against URL;
+# sets W_REQ, W_RPS, W_P50, W_P99 (µs), W_ERR and W_CPU (server CPU µs per request).
+run_wrk() {
+    local pid=$1 url=$2 threads=$3 conns=$4 secs=$5 script=$T/report.lua args=() c0 c1 out line
+    if [ "${6:-}" = random ]; then
+        script=$T/random.lua
+        args=(-- "$7" "$8" "$9")
+    fi
+    local wrk=(wrk)
+    if [ "$conns" = 1 ] && [ "$PIN" != none ]; then
+        # One connection is served by one thread: pinning makes the figure steady (the
+        # scheduler otherwise flips between same-core and cross-core hand-offs, 2-3x apart).
+        taskset -a -cp $((NCPU - 1)) "$pid" >/dev/null
+        if [ "$PIN" = same ]; then wrk=(taskset -c $((NCPU - 1)) wrk); else wrk=(taskset -c 0 wrk); fi
+    fi
+    c0=$(cpu_ticks "$pid")
+    out=$("${wrk[@]}" -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$script" "$url" \
+        "${args[@]}") || die "wrk failed against $url"
+    c1=$(cpu_ticks "$pid")
+    [ "${wrk[0]}" = wrk ] || taskset -a -cp 0-$((NCPU - 1)) "$pid" >/dev/null
+    line=$(grep '^BENCH ' <<<"$out") || die "wrk printed no figures: $out"
+    local requests duration_us p50_us p99_us errors
+    read -r requests duration_us p50_us p99_us errors <<<"$(sed 's/^BENCH //; s/[a-z0-9_]*=//g' <<<"$line")"
+    W_REQ=$requests
+    W_P50=$p50_us
+    W_P99=$p99_us
+    W_ERR=$errors
+    W_RPS=$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { printf "%.0f", r * 1e6 / d }')
+    W_CPU=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$requests" \
+        'BEGIN { printf "%.1f", r ? t * 1e6 / hz / r : 0 }')
+    [ "$errors" -eq 0 ] || note "warning: $errors errors or non-2xx answers from $url"
+}
+
+# measure NAME PID URL [random PREFIX LO HI] : warm-up, 1 connection, CONNS connections;
+# stores the figures in R_<field>[NAME].
+declare -A R_RPS R_P50_1 R_P99_1 R_P50_N R_P99_N R_CPU_1 R_CPU_N R_HWM R_ERR R_REQ R_ALL
+measure() {
+    local name=$1 pid=$2 url=$3
+    shift 3
+    note "measuring $name ($url)"
+    local warm=0
+    if [ "$WARMUP" != 0 ]; then
+        run_wrk "$pid" "$url" 2 "$CONNS" "$WARMUP" "$@"
+        warm=$W_REQ
+    fi
+    run_wrk "$pid" "$url" 1 1 "$SECS" "$@"
+    R_P50_1[$name]=$W_P50 R_P99_1[$name]=$W_P99 R_CPU_1[$name]=$W_CPU
+    local err=$W_ERR req=$W_REQ
+    run_wrk "$pid" "$url" 2 "$CONNS" "$SECS" "$@"
+    R_P50_N[$name]=$W_P50 R_P99_N[$name]=$W_P99 R_CPU_N[$name]=$W_CPU R_RPS[$name]=$W_RPS
+    R_ERR[$name]=$((err + W_ERR))
+    R_REQ[$name]=$((req + W_REQ)) # measured requests
+    R_ALL[$name]=$((warm + req + W_REQ)) # and the warm-up's
+    R_HWM[$name]=$(status_kib "$pid" VmHWM)
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# Median (and 90th percentile) of a file of seconds, in µs.
+median_us() { sort -g "$1" | awk '{ v[NR] = $1 } END { printf "%.0f", v[int((NR + 1) / 2)] * 1e6 }'; }
+p90_us() { sort -g "$1" | awk '{ v[NR] = $1 } END { printf "%.0f", v[int(NR * 0.9 + 0.5)] * 1e6 }'; }
+
+print_table() {
+    local names=("$@") n
+    printf '\n%-16s %9s %8s %8s %8s %8s %9s %9s %9s %6s\n' mode "rps@$CONNS" "p50@1" "p99@1" \
+        "p50@$CONNS" "p99@$CONNS" "cpu/req@1" "cpu/req@$CONNS" "peakRSS" errors
+    printf '%-16s %9s %8s %8s %8s %8s %9s %9s %9s %6s\n' "" "" us us us us us us MiB ""
+    for n in "${names[@]}"; do
+        [ -n "${R_RPS[$n]:-}" ] || continue
+        printf '%-16s %9s %8s %8s %8s %8s %9s %9s %9s %6s\n' "$n" "${R_RPS[$n]}" \
+            "${R_P50_1[$n]}" "${R_P99_1[$n]}" "${R_P50_N[$n]}" "${R_P99_N[$n]}" \
+            "${R_CPU_1[$n]}" "${R_CPU_N[$n]}" "$(mib "${R_HWM[$n]}")" "${R_ERR[$n]}"
+    done
+}
+
+print_ratios() {
+    local base=$1 n
+    shift
+    printf '\nratios against %s (lower is better, but rps: higher is better)\n' "$base"
+    printf '%-16s %11s %11s %9s %9s %9s\n' mode "cpu/req@1" "cpu/req@$CONNS" "p99@1" \
+        "p99@$CONNS" "rps@$CONNS"
+    for n in "$@"; do
+        [ -n "${R_RPS[$n]:-}" ] || continue
+        printf '%-16s %11s %11s %9s %9s %9s\n' "$n" \
+            "$(ratio "${R_CPU_1[$n]}" "${R_CPU_1[$base]}")" \
+            "$(ratio "${R_CPU_N[$n]}" "${R_CPU_N[$base]}")" \
+            "$(ratio "${R_P99_1[$n]}" "${R_P99_1[$base]}")" \
+            "$(ratio "${R_P99_N[$n]}" "${R_P99_N[$base]}")" \
+            "$(ratio "${R_RPS[$n]}" "${R_RPS[$base]}")"
+    done
+}
+
+# --- the run ----------------------------------------------------------------------------
+
+echo "apisim bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(uname -r)," \
+    "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk runs of ${SECS}s (1 connection: -t1 -c1, pinned: $PIN; loaded: -t2 -c$CONNS)," \
+    "on loopback; cpu/req = server utime+stime per request"
+
+start_server floor "$FLOOR_BIN"
+FLOOR_PID=$SRV_PID FLOOR_URL=$SRV_URL
+curl -sf "$FLOOR_URL/bench" -o "$T/body.json" || die "the floor does not answer"
+[ "$(wc -c <"$T/body.json")" -eq 1024 ] || die "the floor's body is not 1 KiB"
+measure floor "$FLOOR_PID" "$FLOOR_URL/bench"
+
+if [ "$ONLY" = floor ]; then
+    print_table floor
+    exit 0
+fi
+
+# The recording for replay: one GET /bench through `apisim record`.
+start_server record-once "$APISIM" record --upstream "$FLOOR_URL" --db "$T/small.db" \
+    --listen 127.0.0.1:0
+curl -sf "$SRV_URL/bench" -o "$T/via-record.json" || die "record mode does not answer"
+cmp -s "$T/body.json" "$T/via-record.json" || die "record mode changed the body"
+stop_server "$SRV_PID"
+[ "$(sqlite3 "$T/small.db" 'SELECT count(*) FROM exchanges')" = 1 ] ||
+    die "the recording does not hold exactly one exchange"
+
+# (d) record in front of the floor: time to first byte, then load.
+start_server record "$APISIM" record --upstream "$FLOOR_URL" --db "$T/record.db" \
+    --listen 127.0.0.1:0
+REC_PID=$SRV_PID REC_URL=$SRV_URL
+note "time to first byte: $TTFB_N sequential requests each, direct and through record"
+: >"$T/ttfb-direct" && : >"$T/ttfb-record"
+for ((i = 0; i < TTFB_N; i++)); do # interleaved, so both see the same background load
+    curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$FLOOR_URL/bench" >>"$T/ttfb-direct"
+    curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$REC_URL/bench" >>"$T/ttfb-record"
+done
+ka_args() { for ((i = 0; i < TTFB_N; i++)); do printf '%s\n' -o /dev/null "$1"; done; }
+mapfile -t args < <(ka_args "$FLOOR_URL/bench")
+curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-direct-ka"
+mapfile -t args < <(ka_args "$REC_URL/bench")
+curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
+FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
+measure record "$REC_PID" "$REC_URL/bench"
+FLOOR_CPU_DURING_RECORD=$(($(cpu_ticks "$FLOOR_PID") - FLOOR_CPU_BEFORE))
+REC_RPS=${R_RPS[record]}
+REC_REQ_TOTAL=$((R_ALL[record] + 2 * TTFB_N)) # wrk's runs, warm-up included, and the curls
+stop_server "$REC_PID"
+REC_ROWS=$(sqlite3 "$T/record.db" 'SELECT count(*) FROM exchanges')
+
+# (b) replay of the one-exchange recording, then the latency model's overhead.
+start_server replay "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0
+REPLAY_START_MS=$SRV_START_MS
+REPLAY_RSS_START=$(status_kib "$SRV_PID" VmRSS)
+curl -sf "$SRV_URL/bench" -o "$T/via-replay.json" || die "replay does not answer /bench"
+cmp -s "$T/body.json" "$T/via-replay.json" || die "replay answered another body"
+measure replay "$SRV_PID" "$SRV_URL/bench"
+REPLAY_RSS_END=$(status_kib "$SRV_PID" VmRSS)
+stop_server "$SRV_PID"
+
+start_server replay-fixed0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
+    --latency fixed:0ms
+measure "replay fixed:0ms" "$SRV_PID" "$SRV_URL/bench"
+stop_server "$SRV_PID"
+
+# (c) mock with a stub registered through the control API.
+start_server mock "$APISIM" mock --listen 127.0.0.1:0
+MOCK_PID=$SRV_PID MOCK_URL=$SRV_URL
+printf '{"method":"GET","path":"/bench","status":200,"headers":[["Content-Type","application/json"]],"body":"%s"}' \
+    "$(sed 's/\\/\\\\/g; s/"/\\"/g' "$T/body.json")" >"$T/stub.json"
+curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$T/stub.json" \
+    "$MOCK_URL/__apisim/stubs" >/dev/null || die "mock refused the stub"
+curl -sf "$MOCK_URL/bench" -o "$T/via-mock.json" || die "mock does not answer /bench"
+cmp -s "$T/body.json" "$T/via-mock.json" || die "mock answered another body"
+measure mock "$MOCK_PID" "$MOCK_URL/bench"
+stop_server "$MOCK_PID"
+
+# --- scale ------------------------------------------------------------------------------
+
+# copy_rows DB N PATH_SQL BODY_SQL : adds exchanges 2..N, copies of the first one with
+# path PATH_SQL and response body BODY_SQL (SQL expressions of x, the new seq), each with
+# one chunk; the recording ends in WAL mode, as apisim leaves one.
+copy_rows() {
+    sqlite3 "$1" >/dev/null <<EOF
+PRAGMA journal_mode = DELETE;
+PRAGMA synchronous = OFF;
+BEGIN;
+WITH RECURSIVE n(x) AS (SELECT 2 UNION ALL SELECT x + 1 FROM n WHERE x < $2)
+INSERT INTO exchanges (session, seq, source, started_at, method, path, query,
+    request_headers, request_body, match_key, status, response_headers, response_body,
+    response_encoding, ttfb_us, duration_us, error, complete, delay_ms)
+SELECT e.session, x, e.source, e.started_at, e.method, $3, e.query, e.request_headers,
+    e.request_body, replace(e.match_key, e.path, $3), e.status, e.response_headers, $4,
+    e.response_encoding, e.ttfb_us, e.duration_us, e.error, e.complete, e.delay_ms
+FROM n, (SELECT * FROM exchanges ORDER BY id LIMIT 1) AS e;
+INSERT INTO chunks (exchange_id, idx, offset_us, size)
+SELECT id, 0, ttfb_us, length(response_body) FROM exchanges
+WHERE id > (SELECT min(id) FROM exchanges);
+COMMIT;
+PRAGMA journal_mode = WAL;
+EOF
+}
+
+# scale NAME DB PREFIX N RANDOM_CONNS : replay DB: start-up, RSS, /bench requests, then
+# requests for random PREFIX<n> at RANDOM_CONNS connections.
+declare -A S_START S_RSS0 S_RSS1 S_SIZE
+scale() {
+    local name=$1 db=$2 prefix=$3 n=$4 random_conns=$5 pid url saved=$CONNS
+    start_server "$name" "$APISIM" replay --db "$db" --listen 127.0.0.1:0
+    pid=$SRV_PID url=$SRV_URL
+    S_START[$name]=$SRV_START_MS
+    S_RSS0[$name]=$(status_kib "$pid" VmRSS)
+    S_SIZE[$name]=$(du -m "$db" | cut -f1)
+    curl -sf "$url${prefix}2" -o /dev/null || die "$name does not answer ${prefix}2"
+    measure "$name /bench" "$pid" "$url/bench"
+    CONNS=$random_conns
+    measure "$name random" "$pid" "$url/" random "$prefix" 2 "$n"
+    CONNS=$saved
+    S_RSS1[$name]=$(status_kib "$pid" VmRSS)
+    stop_server "$pid"
+}
+
+if [ "$SKIP_SCALE" != 1 ]; then
+    note "making a recording of $SCALE_N exchanges"
+    sqlite3 "$T/small.db" "VACUUM INTO '$T/scale.db'"
+    copy_rows "$T/scale.db" "$SCALE_N" "'/item/' || x" "e.response_body"
+    note "making a recording of $BIG_N exchanges of $BIG_KIB KiB"
+    sqlite3 "$T/small.db" "VACUUM INTO '$T/big.db'"
+    # A JSON string of BIG_KIB KiB: '"000...0"'.
+    copy_rows "$T/big.db" $((BIG_N + 1)) "'/big/' || x" \
+        "'\"' || substr(hex(zeroblob($BIG_KIB * 512)), 3) || '\"'"
+    # Random 1 MiB answers run at 4 connections: on 2 cores, 32 would only queue.
+    scale "100k" "$T/scale.db" /item/ "$SCALE_N" "$CONNS"
+    scale "1GiB" "$T/big.db" /big/ $((BIG_N + 1)) 4
+fi
+
+stop_server "$FLOOR_PID"
+
+# --- report -----------------------------------------------------------------------------
+
+echo
+echo "== floor, replay, mock, record: 1 KiB JSON body, GET /bench =="
+print_table floor replay mock record "replay fixed:0ms"
+print_ratios floor replay mock record
+
+echo
+echo "== record mode =="
+echo "added time to first byte, median of $TTFB_N (90th percentile in brackets):"
+for kind in "" -ka; do
+    d=$(median_us "$T/ttfb-direct$kind") r=$(median_us "$T/ttfb-record$kind")
+    d9=$(p90_us "$T/ttfb-direct$kind") r9=$(p90_us "$T/ttfb-record$kind")
+    label="new connection each"
+    [ -z "$kind" ] || label="one kept-alive connection"
+    printf '  %-26s direct %6s µs (%s), through record %6s µs (%s): +%s µs\n' "$label" \
+        "$d" "$d9" "$r" "$r9" $((r - d))
+done
+echo "exchanges stored: $REC_ROWS for $REC_REQ_TOTAL answered requests (wrk does not count" \
+    "the ones in flight when a run ends); stored at $REC_RPS exchanges/s at $CONNS connections"
+echo "floor CPU while serving record's load: $(awk -v t="$FLOOR_CPU_DURING_RECORD" \
+    -v hz="$CLK_TCK" -v r="${R_REQ[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
+    "(not in record's cpu/req)"
+
+echo
+echo "== latency model overhead: --latency fixed:0ms against none =="
+printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
+    "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}" \
+    "$(ratio "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}")" "$CONNS" \
+    "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}" \
+    "$(ratio "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}")" \
+    "${R_P50_1[replay fixed:0ms]}" "${R_P50_1[replay]}"
+
+if [ "$SKIP_SCALE" != 1 ]; then
+    echo
+    echo "== scale: replay of large recordings (page cache warm: the files were just written) =="
+    printf '%-8s %8s %10s %10s %12s %14s\n' recording "file" "start-up" "RSS start" \
+        "RSS after" "peak RSS"
+    printf '%-8s %8s %10s %10s %12s %14s\n' "" MiB ms MiB MiB MiB
+    printf '%-8s %8s %10s %10s %12s %14s\n' small "$(du -m "$T/small.db" | cut -f1)" \
+        "$REPLAY_START_MS" "$(mib "$REPLAY_RSS_START")" "$(mib "$REPLAY_RSS_END")" \
+        "$(mib "${R_HWM[replay]}")"
+    for n in 100k 1GiB; do
+        printf '%-8s %8s %10s %10s %12s %14s\n' "$n" "${S_SIZE[$n]}" "${S_START[$n]}" \
+            "$(mib "${S_RSS0[$n]}")" "$(mib "${S_RSS1[$n]}")" "$(mib "${R_HWM[$n random]}")"
+    done
+    echo "('random' requests a random exchange of the recording, each 1 KiB in 100k;" \
+        "in 1GiB each is $BIG_KIB KiB and the loaded run uses 4 connections, not $CONNS)"
+    print_table replay "100k /bench" "100k random" "1GiB /bench" "1GiB random"
+    print_ratios replay "100k /bench" "100k random" "1GiB /bench"
+fi
