@@ -32,6 +32,8 @@ struct entry {
     size_t nchunks;
     int64_t ttfb_us;
     int64_t delay_ms;
+    int cut_short;     /* the upstream failed mid-body: cut the connection after the body */
+    uint64_t cut_size; /* the Content-Length it had promised (0: unknown) */
     int64_t reg; /* stubs: the registration it came with (a sequence shares one) */
     /* Stubs keep their request side for miss reports. */
     char *method;
@@ -215,8 +217,12 @@ static struct entry *entry_from_exchange(struct exchange *ex, int keep_body)
     e->status = ex->status;
     e->ttfb_us = ex->ttfb_us;
     e->delay_ms = ex->delay_ms;
+    e->cut_short = !ex->complete && ex->error != NULL;
     for (size_t i = 0; i < ex->response_headers.n; i++) {
         const struct header *h = &ex->response_headers.v[i];
+        if (e->cut_short && ascii_casecmp(h->name, "content-length") == 0 &&
+            !ex->response_encoding)
+            e->cut_size = strtoull(h->value, NULL, 10);
         /* The body is served decoded and framed by this server. */
         if (header_is_hop_by_hop(h->name) || ascii_casecmp(h->name, "content-length") == 0 ||
             (ex->response_encoding && ascii_casecmp(h->name, "content-encoding") == 0))
@@ -730,6 +736,8 @@ static int serve_entry(struct replay *rp, struct entry *e, struct server_request
 {
     resp->status = e->status;
     resp->extra_headers = &e->headers;
+    resp->cut_short = e->cut_short;
+    resp->cut_size = e->cut_size;
     if (e->lazy) {
         char err[APISIM_ERR_LEN];
         sqlite3 *db = store_reader(rp->opt.store, err);

@@ -224,7 +224,8 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
     struct req_ctx *ctx = cls;
     struct server_response *r = &ctx->resp;
     if (pos >= r->body_len)
-        return MHD_CONTENT_READER_END_OF_STREAM;
+        return r->cut_short ? MHD_CONTENT_READER_END_WITH_ERROR
+                            : MHD_CONTENT_READER_END_OF_STREAM;
     int64_t now = now_mono_us();
     while (ctx->pace_next < r->nchunks) {
         const struct chunk *c = &r->chunks[ctx->pace_next];
@@ -265,10 +266,11 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
             r->reader_cls = NULL; /* MHD frees it now */
             r->reader_free = NULL;
         }
-    } else if (r->nchunks > 1 && r->body_len > 0) {
+    } else if (r->cut_short || (r->nchunks > 1 && r->body_len > 0)) {
         ctx->pace_start = now_mono_us();
-        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, pace_reader, ctx,
-                                               NULL);
+        uint64_t size = r->cut_short && r->cut_size > r->body_len ? r->cut_size
+                                                                   : MHD_SIZE_UNKNOWN;
+        mr = MHD_create_response_from_callback(size, 32 * 1024, pace_reader, ctx, NULL);
     } else {
         mr = MHD_create_response_from_buffer(
             r->body_len, r->body, r->body_borrowed ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);

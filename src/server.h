@@ -54,6 +54,11 @@ struct server_response {
     const struct chunk *chunks;
     size_t nchunks;
     double chunk_factor;
+    /* Replaying an upstream that failed mid-body: after the body the connection is cut
+     * instead of ending the response, declared as cut_size bytes when that is larger than
+     * the body (the recorded Content-Length), else chunked without its last chunk. */
+    int cut_short;
+    uint64_t cut_size;
     /* A streamed body from a blocking source (record mode only). When set, body is
      * ignored and the server sends what reader produces, with stream_size (MHD_SIZE_UNKNOWN
      * for chunked). reader_free is called once when the response is done. */

@@ -246,6 +246,15 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     /* The version is checked before anything (WAL included) changes the file. */
     if (open_connection_raw(st, &st->db, err) < 0)
         goto out;
+    /* SQLite opens a write-protected file read-only without a word: say so now, not at
+     * the first exchange. */
+    if ((flags & STORE_CREATE) && !is_dump && sqlite3_db_readonly(st->db, "main") == 1) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s is read-only (file permissions or a read-only file system), "
+                 "and recording writes to it: make it writable or choose another --db",
+                 path);
+        goto out;
+    }
     int version;
     if (read_user_version(st->db, &version, err, path) < 0)
         goto out;
@@ -583,6 +592,26 @@ out:
     return rc;
 }
 
+/* What the last failure on db means for a recorder, to follow SQLite's own message:
+ * e.g. " (the disk is full: No space left on device)". Empty when there is nothing to add. */
+static void failure_hint(sqlite3 *db, char *out, size_t n)
+{
+    int code = sqlite3_extended_errcode(db) & 0xff;
+    int sys = sqlite3_system_errno(db);
+    const char *hint = code == SQLITE_BUSY || code == SQLITE_LOCKED
+                           ? "another process holds a write lock on it"
+                       : code == SQLITE_FULL     ? "the disk is full"
+                       : code == SQLITE_READONLY ? "it cannot be written"
+                                                 : NULL;
+    int io = (code == SQLITE_IOERR || code == SQLITE_FULL) && sys;
+    if (hint && io)
+        snprintf(out, n, " (%s: %s)", hint, strerror(sys));
+    else if (hint || io)
+        snprintf(out, n, " (%s)", hint ? hint : strerror(sys));
+    else
+        out[0] = '\0';
+}
+
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
@@ -599,13 +628,21 @@ static void *writer_main(void *arg)
         st->head = st->tail = NULL;
         pthread_mutex_unlock(&st->mu);
 
+        size_t nbatch = 0;
+        for (struct write_item *it = batch; it; it = it->next)
+            nbatch++;
+        char why[APISIM_ERR_LEN];
         int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
-        if (!ok)
-            log_msg(LOG_ERROR, "database %s: cannot begin a transaction: %s", st->path,
-                    sqlite3_errmsg(st->wdb));
+        if (!ok) {
+            failure_hint(st->wdb, why, sizeof why);
+            log_msg(LOG_ERROR, "database %s: cannot begin a transaction: %s%s; %zu "
+                    "exchange(s) not stored (still forwarding)", st->path,
+                    sqlite3_errmsg(st->wdb), why, nbatch);
+        }
+        int aborted = 0; /* SQLite rolled the whole transaction back on its own */
         for (struct write_item *it = batch; it; it = it->next) {
             it->rc = -1;
-            if (!ok)
+            if (!ok || aborted)
                 continue;
             /* A savepoint per exchange: one bad row does not lose the rest of the batch. */
             sqlite3_exec(st->wdb, "SAVEPOINT one", NULL, NULL, NULL);
@@ -614,13 +651,25 @@ static void *writer_main(void *arg)
                 it->id = it->ex->id;
                 sqlite3_exec(st->wdb, "RELEASE one", NULL, NULL, NULL);
             } else {
-                log_msg(LOG_ERROR, "database %s: %s", st->path, err);
-                sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
+                failure_hint(st->wdb, why, sizeof why);
+                log_msg(LOG_ERROR, "database %s: %s%s", st->path, err, why);
+                /* SQLITE_FULL or an I/O error may end the transaction itself: then
+                 * nothing of the batch is stored, whatever the rows before said. */
+                if (sqlite3_get_autocommit(st->wdb))
+                    aborted = 1;
+                else
+                    sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
             }
         }
-        if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            log_msg(LOG_ERROR, "database %s: commit failed: %s", st->path,
-                    sqlite3_errmsg(st->wdb));
+        if (ok && aborted) {
+            log_msg(LOG_ERROR, "database %s: the transaction was rolled back: %zu exchange(s) "
+                    "not stored (still forwarding)", st->path, nbatch);
+            for (struct write_item *it = batch; it; it = it->next)
+                it->rc = -1;
+        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            failure_hint(st->wdb, why, sizeof why);
+            log_msg(LOG_ERROR, "database %s: commit failed: %s%s; %zu exchange(s) not stored "
+                    "(still forwarding)", st->path, sqlite3_errmsg(st->wdb), why, nbatch);
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
