@@ -39,25 +39,27 @@ CREATE TABLE exchanges (
     path              TEXT NOT NULL,        -- request path without the query, e.g. /v1/messages
     query             TEXT NOT NULL DEFAULT '',  -- raw query string without '?', secrets redacted
     request_headers   TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] in arrival order, secrets redacted
-    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
     match_key         TEXT,                 -- the request's match key under the default rules
     status            INTEGER NOT NULL,     -- response status; 502 for an upstream transport failure
     response_headers  TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] as the upstream sent them, secrets redacted
-    response_body     BLOB,                 -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
     response_encoding TEXT,                 -- the upstream's Content-Encoding (gzip, deflate) before decoding; NULL when none
     ttfb_us           INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the first response byte
     duration_us       INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the last response byte
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
-    delay_ms          INTEGER NOT NULL DEFAULT 0   -- stubs: milliseconds to wait before answering
+    delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    -- The bodies come last: SQLite reads a row's columns in order, and a large body
+    -- before the small columns would have to be walked to reach them.
+    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
+    response_body     BLOB                  -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
 );
 CREATE TABLE sessions (
     name       TEXT PRIMARY KEY,   -- the --session name ("default" unless given)
     created_at TEXT NOT NULL,      -- ISO-8601 UTC, when the first exchange was written
     upstream   TEXT                -- the --upstream URL it was recorded from; NULL for stubs and imports
 );
-INSERT INTO "sessions" VALUES('messages-stream','2026-11-24T23:13:55.580Z','http://127.0.0.1:45491');
-INSERT INTO "exchanges" VALUES(1,'messages-stream',1,'record','2026-11-24T23:13:55.615Z','POST','/v1/messages','','[["Host","127.0.0.1:40389"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:13:55 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]','event: message_start
+INSERT INTO "sessions" VALUES('messages-stream','2026-11-24T23:20:31.552Z','http://127.0.0.1:45081');
+INSERT INTO "exchanges" VALUES(1,'messages-stream',1,'record','2026-11-24T23:20:31.603Z','POST','/v1/messages','','[["Host","127.0.0.1:43931"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:31 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]',NULL,1068,804919,NULL,1,0,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','event: message_start
 data: {"type": "message_start", "message": {"id": "msg_01demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 9}}}
 
 event: content_block_start
@@ -87,17 +89,17 @@ data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_seque
 event: message_stop
 data: {"type": "message_stop"}
 
-',NULL,4655,807810,NULL,1,0);
-INSERT INTO "chunks" VALUES(1,0,4659,267);
-INSERT INTO "chunks" VALUES(1,1,84943,125);
-INSERT INTO "chunks" VALUES(1,2,165246,128);
-INSERT INTO "chunks" VALUES(1,3,245545,128);
-INSERT INTO "chunks" VALUES(1,4,325785,127);
-INSERT INTO "chunks" VALUES(1,5,407976,128);
-INSERT INTO "chunks" VALUES(1,6,486668,131);
-INSERT INTO "chunks" VALUES(1,7,567006,76);
-INSERT INTO "chunks" VALUES(1,8,647261,146);
-INSERT INTO "chunks" VALUES(1,9,727853,52);
+');
+INSERT INTO "chunks" VALUES(1,0,1068,267);
+INSERT INTO "chunks" VALUES(1,1,81422,125);
+INSERT INTO "chunks" VALUES(1,2,161720,128);
+INSERT INTO "chunks" VALUES(1,3,242138,128);
+INSERT INTO "chunks" VALUES(1,4,322365,127);
+INSERT INTO "chunks" VALUES(1,5,402761,128);
+INSERT INTO "chunks" VALUES(1,6,483039,131);
+INSERT INTO "chunks" VALUES(1,7,563467,76);
+INSERT INTO "chunks" VALUES(1,8,643774,146);
+INSERT INTO "chunks" VALUES(1,9,724159,52);
 CREATE INDEX claude_runs_by_session ON claude_runs (session, id);
 CREATE INDEX exchanges_by_path ON exchanges (path);
 CREATE INDEX exchanges_by_session ON exchanges (session, seq);

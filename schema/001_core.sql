@@ -20,17 +20,19 @@ CREATE TABLE exchanges (
     path              TEXT NOT NULL,        -- request path without the query, e.g. /v1/messages
     query             TEXT NOT NULL DEFAULT '',  -- raw query string without '?', secrets redacted
     request_headers   TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] in arrival order, secrets redacted
-    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
     match_key         TEXT,                 -- the request's match key under the default rules
     status            INTEGER NOT NULL,     -- response status; 502 for an upstream transport failure
     response_headers  TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] as the upstream sent them, secrets redacted
-    response_body     BLOB,                 -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
     response_encoding TEXT,                 -- the upstream's Content-Encoding (gzip, deflate) before decoding; NULL when none
     ttfb_us           INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the first response byte
     duration_us       INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the last response byte
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
-    delay_ms          INTEGER NOT NULL DEFAULT 0   -- stubs: milliseconds to wait before answering
+    delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    -- The bodies come last: SQLite reads a row's columns in order, and a large body
+    -- before the small columns would have to be walked to reach them.
+    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
+    response_body     BLOB                  -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
 );
 
 CREATE INDEX exchanges_by_session ON exchanges (session, seq);  -- replay loads a session in order

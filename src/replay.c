@@ -9,12 +9,17 @@
 #include "log.h"
 #include "proxy.h"
 #include "quota.h"
+#include "redact.h"
 #include "template.h"
 
 /* Response bodies are kept in memory up to this total; beyond it they are read from the
  * database when served, so a 1 GiB recording replays in little memory. */
 #define REPLAY_BODY_BUDGET (32u * 1024 * 1024)
+/* Only bodies up to this size are kept: small answers gain most from memory, and a large
+ * body costs more to send than to read. */
+#define REPLAY_KEEP_BODY_MAX (64 * 1024)
 #define REPLAY_JOURNAL_DEFAULT 10000
+#define REPLAY_LEARN_MAX 256 /* redacted names and pointers learnt from a recording */
 #define REPLAY_NEAREST 3
 #define REPLAY_NEAREST_SCAN 200
 #define REPLAY_MAX_DIFFS 8
@@ -71,6 +76,8 @@ struct journal_entry {
 struct replay {
     struct replay_options opt;
     struct match_rules default_rules;
+    /* The config's redaction rules plus those learnt from the recording: left out of keys. */
+    struct redact_rules redact;
 
     pthread_rwlock_t lock; /* guards the tables and entries lists */
     struct table recorded; /* key -> recorded exchanges */
@@ -274,8 +281,7 @@ static const struct latency_spec *latency_for(const struct replay *rp, const cha
 
 static char *key_of(const struct replay *rp, const struct match_request *mr)
 {
-    const struct config *cfg = rp->opt.config;
-    return match_key(rules_for(rp, mr->method, mr->path), cfg ? &cfg->redact : NULL, mr);
+    return match_key(rules_for(rp, mr->method, mr->path), &rp->redact, mr);
 }
 
 static struct match_request request_view(const struct exchange *ex)
@@ -306,34 +312,109 @@ static int index_exchange(struct replay *rp, struct exchange *ex, int keep_body,
     return 0;
 }
 
+static char *col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return xstrndup(t ? (const char *)t : "", (size_t)sqlite3_column_bytes(s, i));
+}
+
+static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+{
+    *len = (size_t)sqlite3_column_bytes(s, i);
+    if (sqlite3_column_type(s, i) == SQLITE_NULL || *len == 0)
+        return NULL;
+    unsigned char *p = malloc(*len);
+    if (p)
+        memcpy(p, sqlite3_column_blob(s, i), *len);
+    return p;
+}
+
+/* Read one exchange's chunks with a statement prepared once for the whole load. */
+static int load_chunks(sqlite3_stmt *c, struct exchange *ex)
+{
+    size_t cap = 0;
+    sqlite3_reset(c);
+    sqlite3_bind_int64(c, 1, ex->id);
+    while (sqlite3_step(c) == SQLITE_ROW) {
+        if (ex->nchunks == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct chunk *v = realloc(ex->chunks, cap * sizeof *v);
+            if (!v)
+                return -1;
+            ex->chunks = v;
+        }
+        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(c, 0);
+        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(c, 1);
+        ex->nchunks++;
+    }
+    return 0;
+}
+
+/* Index every exchange of the session. One pass, one statement: only the columns the index
+ * needs, and a response body only when it is small enough to keep (the rest are read when
+ * served), so start-up does not read a large recording's bodies. */
 static int load_recording(struct replay *rp, char *err)
 {
+    static const char sql[] =
+        "SELECT id, method, path, query, request_headers, status, response_headers, "
+        "response_encoding, ttfb_us, delay_ms, complete, error, length(response_body), "
+        "request_body, CASE WHEN length(response_body) <= ?2 THEN response_body END "
+        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
     sqlite3 *db = store_db(rp->opt.store);
-    sqlite3_stmt *s = NULL;
+    sqlite3_stmt *s = NULL, *c = NULL;
     int rc = -1;
     size_t budget = 0;
-    const char *sql = rp->opt.session
-                          ? "SELECT id, length(response_body) FROM exchanges WHERE session = ? "
-                            "ORDER BY seq, id"
-                          : "SELECT id, length(response_body) FROM exchanges ORDER BY session, "
-                            "seq, id";
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
+                           -1, &c, NULL) != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", store_path(rp->opt.store),
                  sqlite3_errmsg(db));
         goto out;
     }
     if (rp->opt.session)
         sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, REPLAY_KEEP_BODY_MAX);
     int step;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        size_t len = (size_t)sqlite3_column_int64(s, 1);
-        struct exchange *ex = NULL;
-        if (store_get_exchange(db, id, &ex, err) != 0)
-            goto out;
-        int keep = budget + len <= REPLAY_BODY_BUDGET;
-        if (keep)
+        struct exchange *ex = exchange_new();
+        if (!ex)
+            goto oom;
+        ex->id = sqlite3_column_int64(s, 0);
+        ex->method = col_text(s, 1);
+        ex->path = col_text(s, 2);
+        ex->query = col_text(s, 3);
+        ex->status = sqlite3_column_int(s, 5);
+        ex->response_encoding =
+            sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL : col_text(s, 7);
+        ex->ttfb_us = sqlite3_column_int64(s, 8);
+        ex->delay_ms = sqlite3_column_int64(s, 9);
+        ex->complete = sqlite3_column_int(s, 10);
+        ex->error = sqlite3_column_type(s, 11) == SQLITE_NULL ? NULL : col_text(s, 11);
+        size_t len = (size_t)sqlite3_column_int64(s, 12);
+        ex->request_body = col_blob(s, 13, &ex->request_body_len);
+        int keep = len == 0 || (sqlite3_column_type(s, 14) != SQLITE_NULL &&
+                                budget + len <= REPLAY_BODY_BUDGET);
+        if (keep) {
+            ex->response_body = col_blob(s, 14, &ex->response_body_len);
             budget += len;
+        }
+        ex->response_body_len = len;
+        if (!ex->method || !ex->path || !ex->query ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
+                                       (size_t)sqlite3_column_bytes(s, 4),
+                                       &ex->request_headers) < 0 ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
+                                       (size_t)sqlite3_column_bytes(s, 6),
+                                       &ex->response_headers) < 0 ||
+            load_chunks(c, ex) < 0) {
+            snprintf(err, APISIM_ERR_LEN,
+                     "database %s: exchange %lld is unreadable (headers not a JSON array of "
+                     "[name, value], or out of memory)",
+                     store_path(rp->opt.store), (long long)ex->id);
+            exchange_free(ex);
+            goto out;
+        }
         int r = index_exchange(rp, ex, keep, err);
         exchange_free(ex);
         if (r < 0)
@@ -345,9 +426,123 @@ static int load_recording(struct replay *rp, char *err)
         goto out;
     }
     rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory loading %s", store_path(rp->opt.store));
 out:
     sqlite3_finalize(s);
+    sqlite3_finalize(c);
     return rc;
+}
+
+/* ---- redaction learnt from the recording -------------------------------------------------- */
+
+static int name_known(char **v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Add the pointer of every string "[REDACTED]" under item (path so far in ptr). */
+static void learn_json(struct redact_rules *r, const cJSON *item, struct buf *ptr, int depth)
+{
+    if (depth > 32 || r->njson >= REPLAY_LEARN_MAX)
+        return;
+    if (cJSON_IsString(item) && strcmp(item->valuestring, REDACTED) == 0) {
+        const char *p = ptr->p ? ptr->p : "";
+        if (p[0] && !name_known(r->json, r->njson, p))
+            redact_add_json(r, p);
+        return;
+    }
+    if (!cJSON_IsArray(item) && !cJSON_IsObject(item))
+        return;
+    size_t len = ptr->len;
+    int i = 0;
+    for (const cJSON *c = item->child; c; c = c->next, i++) {
+        ptr->len = len;
+        if (ptr->p)
+            ptr->p[len] = '\0';
+        if (cJSON_IsArray(item)) {
+            if (buf_printf(ptr, "/%d", i) < 0)
+                return;
+        } else {
+            /* A member named "*" would read as every member: not learnt. */
+            if (!c->string || strcmp(c->string, "*") == 0 || buf_puts(ptr, "/") < 0)
+                continue;
+            for (const char *k = c->string; *k; k++)
+                if ((*k == '~' ? buf_puts(ptr, "~0")
+                               : *k == '/' ? buf_puts(ptr, "~1") : buf_append(ptr, k, 1)) < 0)
+                    return;
+        }
+        learn_json(r, c, ptr, depth + 1);
+    }
+    ptr->len = len;
+    if (ptr->p)
+        ptr->p[len] = '\0';
+}
+
+/* A recording made with --redact-header/-query/-json holds "[REDACTED]" where the secrets
+ * were. Those fields are left out of keys here too, so a replay started without the same
+ * flags still matches a request that carries the real secret. */
+static int learn_redactions(struct replay *rp, char *err)
+{
+    static const char sql[] =
+        "SELECT query, request_headers, request_body FROM exchanges "
+        "WHERE (?1 IS NULL OR session = ?1) AND (instr(query, '" REDACTED "') > 0 OR "
+        "instr(request_headers, '\"" REDACTED "\"') > 0 OR "
+        "instr(CAST(request_body AS TEXT), '\"" REDACTED "\"') > 0)";
+    sqlite3 *db = store_db(rp->opt.store);
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", store_path(rp->opt.store),
+                 sqlite3_errmsg(db));
+        return -1;
+    }
+    if (rp->opt.session)
+        sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
+    struct redact_rules *r = &rp->redact;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        /* Query: "name=[REDACTED]" pairs. */
+        const char *q = (const char *)sqlite3_column_text(s, 0);
+        while (q && *q && r->nquery < REPLAY_LEARN_MAX) {
+            const char *amp = strchr(q, '&'), *end = amp ? amp : q + strlen(q);
+            const char *eq = memchr(q, '=', (size_t)(end - q));
+            if (eq && (size_t)(end - eq - 1) == strlen(REDACTED) &&
+                memcmp(eq + 1, REDACTED, strlen(REDACTED)) == 0) {
+                char *name = xstrndup(q, (size_t)(eq - q));
+                if (name && !name_known(r->query, r->nquery, name))
+                    redact_add_query(r, name);
+                free(name);
+            }
+            q = amp ? amp + 1 : end;
+        }
+        /* Headers: [[name, "[REDACTED]"], ...]. */
+        struct headers h = {0};
+        const char *hj = (const char *)sqlite3_column_text(s, 1);
+        if (hj && exchange_headers_from_json(hj, (size_t)sqlite3_column_bytes(s, 1), &h) == 0)
+            for (size_t i = 0; i < h.n && r->nheaders < REPLAY_LEARN_MAX; i++)
+                if (strcmp(h.v[i].value, REDACTED) == 0 &&
+                    !redact_is_secret_header(r, h.v[i].name))
+                    redact_add_header(r, h.v[i].name);
+        headers_free(&h);
+        /* JSON body: the pointer of every "[REDACTED]" value. */
+        const char *b = (const char *)sqlite3_column_blob(s, 2);
+        int blen = sqlite3_column_bytes(s, 2);
+        cJSON *tree = b && blen > 0 ? cJSON_ParseWithLength(b, (size_t)blen) : NULL;
+        if (tree) {
+            struct buf ptr = {0};
+            learn_json(r, tree, &ptr, 0);
+            buf_free(&ptr);
+            cJSON_Delete(tree);
+        }
+    }
+    sqlite3_finalize(s);
+    if (r->nquery || r->njson)
+        log_msg(LOG_DEBUG, "redacted in the recording, left out of match keys: %zu query "
+                "parameter(s), %zu JSON pointer(s)", r->nquery, r->njson);
+    return 0;
 }
 
 int replay_new(struct replay **out, const struct replay_options *opt, char *err)
@@ -369,9 +564,21 @@ int replay_new(struct replay **out, const struct replay_options *opt, char *err)
         goto oom;
     if (!rp->journal)
         goto oom;
+    if (opt->config) {
+        const struct redact_rules *c = &opt->config->redact;
+        for (size_t i = 0; i < c->nheaders; i++)
+            if (redact_add_header(&rp->redact, c->headers[i]) < 0)
+                goto oom;
+        for (size_t i = 0; i < c->nquery; i++)
+            if (redact_add_query(&rp->redact, c->query[i]) < 0)
+                goto oom;
+        for (size_t i = 0; i < c->njson; i++)
+            if (redact_add_json(&rp->redact, c->json[i]) < 0)
+                goto oom;
+    }
     /* Stub ids stay clear of recorded ones (and of those --on-miss record adds). */
     rp->next_stub_id = opt->store ? 1000000000 : 1;
-    if (opt->store && load_recording(rp, err) < 0) {
+    if (opt->store && (learn_redactions(rp, err) < 0 || load_recording(rp, err) < 0)) {
         replay_free(rp);
         return -1;
     }
@@ -404,6 +611,7 @@ void replay_free(struct replay *rp)
     free(rp->journal);
     quota_free(rp->quota);
     match_rules_free(&rp->default_rules);
+    redact_rules_free(&rp->redact);
     pthread_rwlock_destroy(&rp->lock);
     pthread_mutex_destroy(&rp->mu);
     free(rp);
@@ -740,16 +948,10 @@ static int serve_entry(struct replay *rp, struct entry *e, struct server_request
     resp->cut_size = e->cut_size;
     if (e->lazy) {
         char err[APISIM_ERR_LEN];
-        sqlite3 *db = store_reader(rp->opt.store, err);
-        struct exchange *ex = NULL;
-        if (!db || store_get_exchange(db, e->id, &ex, err) != 0) {
-            log_msg(LOG_ERROR, "replaying exchange %lld: %s", (long long)e->id, db ? err : err);
+        if (store_read_body(rp->opt.store, e->id, &resp->body, &resp->body_len, err) != 0) {
+            log_msg(LOG_ERROR, "replaying exchange %lld: %s", (long long)e->id, err);
             return -1;
         }
-        resp->body = ex->response_body;
-        resp->body_len = ex->response_body_len;
-        ex->response_body = NULL;
-        exchange_free(ex);
     } else if (e->has_template) {
         resp->body = template_expand(e->body, e->body_len, req, now_wall_us(), &resp->body_len);
         if (!resp->body)
@@ -781,7 +983,7 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
 {
     cJSON *arr = cJSON_CreateArray();
     const struct match_rules *rules = rules_for(rp, mr->method, mr->path);
-    const struct redact_rules *redact = rp->opt.config ? &rp->opt.config->redact : NULL;
+    const struct redact_rules *redact = &rp->redact;
     struct cand {
         int64_t id;
         int ndiff;

@@ -29,6 +29,7 @@ struct write_item {
 struct reader {
     pthread_t thread;
     sqlite3 *db;
+    sqlite3_stmt *body; /* SELECT response_body ... WHERE id = ?, prepared once */
 };
 
 struct store {
@@ -45,6 +46,7 @@ struct store {
     int writer_stop;
     pthread_t writer;
     sqlite3 *wdb; /* the writer's connection */
+    sqlite3_stmt *wcache[3]; /* the writer's prepared INSERTs, kept for the whole run */
     atomic_uint_least64_t failures;
 
     pthread_key_t reader_key;
@@ -299,27 +301,68 @@ const char *store_path(const struct store *st)
     return st->path;
 }
 
-sqlite3 *store_reader(struct store *st, char *err)
+/* The calling thread's reader, opened on first use. */
+static struct reader *thread_reader(struct store *st, char *err)
 {
-    sqlite3 *db = pthread_getspecific(st->reader_key);
-    if (db)
-        return db;
-    pthread_mutex_lock(&st->mu);
-    if (st->nreaders == STORE_MAX_READERS) {
-        pthread_mutex_unlock(&st->mu);
-        snprintf(err, APISIM_ERR_LEN, "database %s: too many reader threads", st->path);
-        return NULL;
-    }
-    pthread_mutex_unlock(&st->mu);
+    struct reader *r = pthread_getspecific(st->reader_key);
+    if (r)
+        return r;
+    sqlite3 *db = NULL;
     if (open_connection(st, &db, err) < 0)
         return NULL;
     pthread_mutex_lock(&st->mu);
-    st->readers[st->nreaders].thread = pthread_self();
-    st->readers[st->nreaders].db = db;
-    st->nreaders++;
+    if (st->nreaders == STORE_MAX_READERS) {
+        pthread_mutex_unlock(&st->mu);
+        sqlite3_close(db);
+        snprintf(err, APISIM_ERR_LEN, "database %s: too many reader threads", st->path);
+        return NULL;
+    }
+    r = &st->readers[st->nreaders++];
+    r->thread = pthread_self();
+    r->db = db;
     pthread_mutex_unlock(&st->mu);
-    pthread_setspecific(st->reader_key, db);
-    return db;
+    pthread_setspecific(st->reader_key, r);
+    return r;
+}
+
+sqlite3 *store_reader(struct store *st, char *err)
+{
+    struct reader *r = thread_reader(st, err);
+    return r ? r->db : NULL;
+}
+
+int store_read_body(struct store *st, int64_t id, unsigned char **out, size_t *len, char *err)
+{
+    struct reader *r = thread_reader(st, err);
+    int rc = -1;
+    if (!r)
+        return -1;
+    if (!r->body && sqlite3_prepare_v3(r->db, "SELECT response_body FROM exchanges WHERE id = ?",
+                                       -1, SQLITE_PREPARE_PERSISTENT, &r->body, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    sqlite3_bind_int64(r->body, 1, id);
+    int step = sqlite3_step(r->body);
+    if (step != SQLITE_ROW) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
+                 step == SQLITE_DONE ? "no longer there" : sqlite3_errmsg(r->db));
+        goto out;
+    }
+    size_t n = (size_t)sqlite3_column_bytes(r->body, 0);
+    unsigned char *p = malloc(n ? n : 1);
+    if (!p) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
+        goto out;
+    }
+    if (n)
+        memcpy(p, sqlite3_column_blob(r->body, 0), n);
+    *out = p;
+    *len = n;
+    rc = 0;
+out:
+    sqlite3_reset(r->body);
+    return rc;
 }
 
 int store_ensure_session(struct store *st, const char *name, const char *upstream, char *err)
@@ -389,14 +432,27 @@ static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
-int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
+/* Prepare sql into *slot unless a statement is already there; reset it for reuse. */
+static int cached_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql)
+{
+    if (*slot) {
+        sqlite3_reset(*slot);
+        sqlite3_clear_bindings(*slot);
+        return SQLITE_OK;
+    }
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+}
+
+/* Insert with statements cached in cache[3] (the writer keeps its own for the whole run;
+ * one-off callers pass a fresh cache and finalize it). */
+static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *ex, char *err)
 {
     static const char sql[] =
         "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
         "request_headers, request_body, match_key, status, response_headers, response_body, "
         "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *s = NULL, *c = NULL;
+    sqlite3_stmt *s, *c;
     char *reqh = NULL, *resph = NULL;
     int rc = -1;
     char started[40];
@@ -408,20 +464,20 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
         goto out;
     }
     /* Sessions are created on demand so every insert path keeps the foreign key true. */
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO sessions (name, created_at) VALUES (?, ?) "
-                           "ON CONFLICT (name) DO NOTHING",
-                           -1, &c, NULL) != SQLITE_OK)
+    if (cached_stmt(db, &cache[0],
+                    "INSERT INTO sessions (name, created_at) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO NOTHING") != SQLITE_OK)
         goto fail;
+    c = cache[0];
     sqlite3_bind_text(c, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
     sqlite3_bind_text(c, 2, started, -1, SQLITE_STATIC);
     if (sqlite3_step(c) != SQLITE_DONE)
         goto fail;
-    sqlite3_finalize(c);
-    c = NULL;
+    sqlite3_reset(c);
 
-    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK)
+    if (cached_stmt(db, &cache[1], sql) != SQLITE_OK)
         goto fail;
+    s = cache[1];
     sqlite3_bind_text(s, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, ex->seq);
     sqlite3_bind_text(s, 3, ex->source ? ex->source : "record", -1, SQLITE_STATIC);
@@ -446,13 +502,14 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
     if (sqlite3_step(s) != SQLITE_DONE)
         goto fail;
     ex->id = sqlite3_last_insert_rowid(db);
+    sqlite3_reset(s);
 
     if (ex->nchunks) {
-        if (sqlite3_prepare_v2(db,
-                               "INSERT INTO chunks (exchange_id, idx, offset_us, size) "
-                               "VALUES (?, ?, ?, ?)",
-                               -1, &c, NULL) != SQLITE_OK)
+        if (cached_stmt(db, &cache[2],
+                        "INSERT INTO chunks (exchange_id, idx, offset_us, size) "
+                        "VALUES (?, ?, ?, ?)") != SQLITE_OK)
             goto fail;
+        c = cache[2];
         for (size_t i = 0; i < ex->nchunks; i++) {
             sqlite3_reset(c);
             sqlite3_bind_int64(c, 1, ex->id);
@@ -462,17 +519,28 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
             if (sqlite3_step(c) != SQLITE_DONE)
                 goto fail;
         }
+        sqlite3_reset(c);
     }
     rc = 0;
     goto out;
 fail:
     snprintf(err, APISIM_ERR_LEN, "cannot store exchange %s %s: %s", ex->method ? ex->method : "",
              ex->path ? ex->path : "", sqlite3_errmsg(db));
+    for (int i = 0; i < 3; i++)
+        if (cache[i])
+            sqlite3_reset(cache[i]);
 out:
-    sqlite3_finalize(s);
-    sqlite3_finalize(c);
     free(reqh);
     free(resph);
+    return rc;
+}
+
+int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
+{
+    sqlite3_stmt *cache[3] = {NULL, NULL, NULL};
+    int rc = insert_exchange(db, cache, ex, err);
+    for (int i = 0; i < 3; i++)
+        sqlite3_finalize(cache[i]);
     return rc;
 }
 
@@ -646,7 +714,7 @@ static void *writer_main(void *arg)
                 continue;
             /* A savepoint per exchange: one bad row does not lose the rest of the batch. */
             sqlite3_exec(st->wdb, "SAVEPOINT one", NULL, NULL, NULL);
-            if (store_insert_exchange(st->wdb, it->ex, err) == 0) {
+            if (insert_exchange(st->wdb, st->wcache, it->ex, err) == 0) {
                 it->rc = 0;
                 it->id = it->ex->id;
                 sqlite3_exec(st->wdb, "RELEASE one", NULL, NULL, NULL);
@@ -701,7 +769,9 @@ int store_writer_start(struct store *st, char *err)
         return -1;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
-        sqlite3_close(st->wdb);
+        for (int i = 0; i < 3; i++)
+        sqlite3_finalize(st->wcache[i]);
+    sqlite3_close(st->wdb);
         st->wdb = NULL;
         return -1;
     }
@@ -756,9 +826,13 @@ void store_close(struct store *st)
         pthread_mutex_unlock(&st->mu);
         pthread_join(st->writer, NULL);
     }
+    for (int i = 0; i < 3; i++)
+        sqlite3_finalize(st->wcache[i]);
     sqlite3_close(st->wdb);
-    for (size_t i = 0; i < st->nreaders; i++)
+    for (size_t i = 0; i < st->nreaders; i++) {
+        sqlite3_finalize(st->readers[i].body);
         sqlite3_close(st->readers[i].db);
+    }
     pthread_key_delete(st->reader_key);
     sqlite3_close(st->db);
     pthread_mutex_destroy(&st->mu);

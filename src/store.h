@@ -42,6 +42,10 @@ sqlite3 *store_db(struct store *st);
  * store_close(). Returns NULL with err when it cannot be opened. */
 sqlite3 *store_reader(struct store *st, char *err);
 
+/* Read exchange id's response body on the calling thread's reader (a statement prepared
+ * once per thread). Returns 0 with *out (malloc'd, caller frees) and *len, or -1 with err. */
+int store_read_body(struct store *st, int64_t id, unsigned char **out, size_t *len, char *err);
+
 /* The path given to store_open(). */
 const char *store_path(const struct store *st);
 
