@@ -48,6 +48,7 @@ struct options {
     const char *threads;
     const char *max_connections;
     const char *journal_max;
+    const char *client_timeout;
     int strict;
     int insecure;
     int verbose;
@@ -114,7 +115,8 @@ static int add_ignore_json(struct options *o, const char *v, char *err)
 }
 
 static const char COMMON_SERVER[] = "listen,config,admin-token,max-body,verbose,quiet,threads,"
-                                    "max-connections,redact-header,redact-query,redact-json,";
+                                    "max-connections,client-timeout,redact-header,redact-query,"
+                                    "redact-json,";
 
 /* Which flags each server command accepts. */
 static const char *flags_for(const char *cmd)
@@ -183,6 +185,8 @@ static int parse_flags(struct options *o, int argc, char **argv)
         {"quota", 1, &o->quota, NULL, NULL, "quota fixture preset for /api/oauth/usage"},
         {"threads", 1, &o->threads, NULL, NULL, "server threads (default: number of cores)"},
         {"max-connections", 1, &o->max_connections, NULL, NULL, "default 1024"},
+        {"client-timeout", 1, &o->client_timeout, NULL, NULL,
+         "close a client connection idle this long (default 30s)"},
         {"journal-max", 1, &o->journal_max, NULL, NULL, "requests kept in the journal (10000)"},
         {"strict", 0, NULL, &o->strict, NULL, "exit 3 at stop if any request missed"},
         {"insecure", 0, NULL, &o->insecure, NULL, "accept any upstream TLS certificate"},
@@ -366,13 +370,18 @@ static int run_server(int argc, char **argv)
     if (build_config(&o) != 0)
         goto out;
 
-    int64_t timeout_us = 60 * 1000000LL;
+    int64_t timeout_us = 60 * 1000000LL, client_timeout_us = 30 * 1000000LL;
     size_t max_body = 64u * 1024 * 1024, max_record = 64u * 1024 * 1024;
     uint64_t seed = 1, threads = 0, max_conn = 1024, journal_max = 0;
     if ((o.upstream_timeout && parse_duration_us(o.upstream_timeout, &timeout_us, err) < 0) ||
+        (o.client_timeout && parse_duration_us(o.client_timeout, &client_timeout_us, err) < 0) ||
         (o.max_body && parse_size(o.max_body, &max_body, err) < 0) ||
         (o.max_record_body && parse_size(o.max_record_body, &max_record, err) < 0)) {
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
+        goto out;
+    }
+    if (client_timeout_us <= 0) {
+        fprintf(stderr, "apisim %s: --client-timeout must be above zero (e.g. 30s)\n", o.command);
         goto out;
     }
     if ((o.seed && parse_u64(o.command, "seed", o.seed, &seed) < 0) ||
@@ -502,6 +511,7 @@ static int run_server(int argc, char **argv)
         .thread_per_connection = is_record || on_miss != ON_MISS_ERROR,
         .max_body = max_body,
         .max_connections = (unsigned)max_conn,
+        .client_timeout_us = client_timeout_us,
         .threads = (unsigned)threads,
         .admin_token = o.admin_token,
         .handle = replay_handle,

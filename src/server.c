@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,6 +256,34 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
     return (ssize_t)n;
 }
 
+/* libmicrohttpd's own messages. The requests it refuses by itself (a request line or head
+ * beyond the connection's memory: 414, 431; bad chunked framing: 400) and the connection
+ * limit are worth a warning; the rest (a client gone mid-send, ...) only with --verbose. */
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '.' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    unsigned code = 0;
+    const char *at = strstr(msg, "HTTP response code is ");
+    if (at && sscanf(at + 22, "%u", &code) == 1) {
+        /* "... code is 414 ('<html>...<body>TEXT</body></html>')": keep TEXT. */
+        char text[512] = "";
+        const char *body = strstr(msg, "<body>"), *end = body ? strstr(body, "</body>") : NULL;
+        if (body && end)
+            snprintf(text, sizeof text, "%.*s", (int)(end - body - 6), body + 6);
+        log_msg(LOG_WARN, "refused a request with %u: %s", code,
+                text[0] ? text : "libmicrohttpd could not process it");
+    } else if (strstr(msg, "connection limit")) {
+        log_msg(LOG_WARN, "%s (--max-connections)", msg);
+    } else {
+        log_msg(LOG_DEBUG, "libmicrohttpd: %s", msg);
+    }
+}
+
 static enum MHD_Result queue_response(struct req_ctx *ctx)
 {
     struct server_response *r = &ctx->resp;
@@ -388,6 +417,19 @@ static int is_admin_path(const char *path)
            strcmp(path, "/__apisim") == 0;
 }
 
+/* RFC 9110 field names are tokens; anything else is refused rather than forwarded. */
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= 0x20 || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c))
+            return 0;
+    }
+    return 1;
+}
+
 /* Decide the answer: limits, the control API, or the mode's handler. */
 static void dispatch(struct req_ctx *ctx)
 {
@@ -403,6 +445,15 @@ static void dispatch(struct req_ctx *ctx)
         log_msg(LOG_WARN, "%s %s: %s", req->method, req->path, msg);
         server_response_error(resp, 431, msg);
         return;
+    }
+    for (size_t i = 0; i < req->headers.n; i++) {
+        if (!is_token(req->headers.v[i].name)) {
+            snprintf(msg, sizeof msg, "request header name \"%.64s\" is not a valid token",
+                     req->headers.v[i].name);
+            log_msg(LOG_WARN, "%s %s: %s", req->method, req->path, msg);
+            server_response_error(resp, 400, msg);
+            return;
+        }
     }
     if (ctx->too_large) {
         snprintf(msg, sizeof msg, "request body larger than --max-body (%zu bytes)",
@@ -570,7 +621,8 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     pthread_cond_init(&srv->tcond, &ca);
     pthread_condattr_destroy(&ca);
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_ITC;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = opt->threads ? opt->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
@@ -589,12 +641,18 @@ int server_start(struct server **out, const struct server_options *opt, char *er
         srv->timer_running = 1;
     }
     size_t mem = opt->max_header_bytes ? opt->max_header_bytes : 64 * 1024;
+    /* A client that sends nothing for this long (half a request head, an idle keep-alive)
+     * is disconnected; MHD counts in whole seconds. */
+    int64_t ct = opt->client_timeout_us > 0 ? (opt->client_timeout_us + 999999) / 1000000 : 30;
+    unsigned client_timeout_s = ct > 100000000 ? 100000000u : (unsigned)ct;
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opt->max_connections ? opt->max_connections : 1024),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)1024,
         threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, APISIM_ERR_LEN,

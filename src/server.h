@@ -78,6 +78,7 @@ struct server_options {
     size_t max_body;             /* request body cap (413 beyond) */
     size_t max_header_bytes;     /* per-connection memory for the request head (431 beyond) */
     unsigned max_connections;    /* 503 beyond */
+    int64_t client_timeout_us;   /* idle client connections are closed after this (0: 30 s) */
     unsigned threads;            /* thread pool size (0: number of cores) */
     const char *admin_token;     /* NULL: control API for loopback clients only */
     server_handler_fn handle;    /* the mode's handler */
