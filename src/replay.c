@@ -15,6 +15,9 @@
 /* Response bodies are kept in memory up to this total; beyond it they are read from the
  * database when served, so a 1 GiB recording replays in little memory. */
 #define REPLAY_BODY_BUDGET (32u * 1024 * 1024)
+/* Only bodies up to this size are kept: small answers gain most from memory, and a large
+ * body costs more to send than to read. */
+#define REPLAY_KEEP_BODY_MAX (64 * 1024)
 #define REPLAY_JOURNAL_DEFAULT 10000
 #define REPLAY_LEARN_MAX 256 /* redacted names and pointers learnt from a recording */
 #define REPLAY_NEAREST 3
@@ -309,34 +312,109 @@ static int index_exchange(struct replay *rp, struct exchange *ex, int keep_body,
     return 0;
 }
 
+static char *col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return xstrndup(t ? (const char *)t : "", (size_t)sqlite3_column_bytes(s, i));
+}
+
+static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+{
+    *len = (size_t)sqlite3_column_bytes(s, i);
+    if (sqlite3_column_type(s, i) == SQLITE_NULL || *len == 0)
+        return NULL;
+    unsigned char *p = malloc(*len);
+    if (p)
+        memcpy(p, sqlite3_column_blob(s, i), *len);
+    return p;
+}
+
+/* Read one exchange's chunks with a statement prepared once for the whole load. */
+static int load_chunks(sqlite3_stmt *c, struct exchange *ex)
+{
+    size_t cap = 0;
+    sqlite3_reset(c);
+    sqlite3_bind_int64(c, 1, ex->id);
+    while (sqlite3_step(c) == SQLITE_ROW) {
+        if (ex->nchunks == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct chunk *v = realloc(ex->chunks, cap * sizeof *v);
+            if (!v)
+                return -1;
+            ex->chunks = v;
+        }
+        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(c, 0);
+        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(c, 1);
+        ex->nchunks++;
+    }
+    return 0;
+}
+
+/* Index every exchange of the session. One pass, one statement: only the columns the index
+ * needs, and a response body only when it is small enough to keep (the rest are read when
+ * served), so start-up does not read a large recording's bodies. */
 static int load_recording(struct replay *rp, char *err)
 {
+    static const char sql[] =
+        "SELECT id, method, path, query, request_headers, status, response_headers, "
+        "response_encoding, ttfb_us, delay_ms, complete, error, length(response_body), "
+        "request_body, CASE WHEN length(response_body) <= ?2 THEN response_body END "
+        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
     sqlite3 *db = store_db(rp->opt.store);
-    sqlite3_stmt *s = NULL;
+    sqlite3_stmt *s = NULL, *c = NULL;
     int rc = -1;
     size_t budget = 0;
-    const char *sql = rp->opt.session
-                          ? "SELECT id, length(response_body) FROM exchanges WHERE session = ? "
-                            "ORDER BY seq, id"
-                          : "SELECT id, length(response_body) FROM exchanges ORDER BY session, "
-                            "seq, id";
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
+                           -1, &c, NULL) != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", store_path(rp->opt.store),
                  sqlite3_errmsg(db));
         goto out;
     }
     if (rp->opt.session)
         sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, REPLAY_KEEP_BODY_MAX);
     int step;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        size_t len = (size_t)sqlite3_column_int64(s, 1);
-        struct exchange *ex = NULL;
-        if (store_get_exchange(db, id, &ex, err) != 0)
-            goto out;
-        int keep = budget + len <= REPLAY_BODY_BUDGET;
-        if (keep)
+        struct exchange *ex = exchange_new();
+        if (!ex)
+            goto oom;
+        ex->id = sqlite3_column_int64(s, 0);
+        ex->method = col_text(s, 1);
+        ex->path = col_text(s, 2);
+        ex->query = col_text(s, 3);
+        ex->status = sqlite3_column_int(s, 5);
+        ex->response_encoding =
+            sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL : col_text(s, 7);
+        ex->ttfb_us = sqlite3_column_int64(s, 8);
+        ex->delay_ms = sqlite3_column_int64(s, 9);
+        ex->complete = sqlite3_column_int(s, 10);
+        ex->error = sqlite3_column_type(s, 11) == SQLITE_NULL ? NULL : col_text(s, 11);
+        size_t len = (size_t)sqlite3_column_int64(s, 12);
+        ex->request_body = col_blob(s, 13, &ex->request_body_len);
+        int keep = len == 0 || (sqlite3_column_type(s, 14) != SQLITE_NULL &&
+                                budget + len <= REPLAY_BODY_BUDGET);
+        if (keep) {
+            ex->response_body = col_blob(s, 14, &ex->response_body_len);
             budget += len;
+        }
+        ex->response_body_len = len;
+        if (!ex->method || !ex->path || !ex->query ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
+                                       (size_t)sqlite3_column_bytes(s, 4),
+                                       &ex->request_headers) < 0 ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
+                                       (size_t)sqlite3_column_bytes(s, 6),
+                                       &ex->response_headers) < 0 ||
+            load_chunks(c, ex) < 0) {
+            snprintf(err, APISIM_ERR_LEN,
+                     "database %s: exchange %lld is unreadable (headers not a JSON array of "
+                     "[name, value], or out of memory)",
+                     store_path(rp->opt.store), (long long)ex->id);
+            exchange_free(ex);
+            goto out;
+        }
         int r = index_exchange(rp, ex, keep, err);
         exchange_free(ex);
         if (r < 0)
@@ -348,8 +426,12 @@ static int load_recording(struct replay *rp, char *err)
         goto out;
     }
     rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory loading %s", store_path(rp->opt.store));
 out:
     sqlite3_finalize(s);
+    sqlite3_finalize(c);
     return rc;
 }
 
@@ -866,16 +948,10 @@ static int serve_entry(struct replay *rp, struct entry *e, struct server_request
     resp->cut_size = e->cut_size;
     if (e->lazy) {
         char err[APISIM_ERR_LEN];
-        sqlite3 *db = store_reader(rp->opt.store, err);
-        struct exchange *ex = NULL;
-        if (!db || store_get_exchange(db, e->id, &ex, err) != 0) {
-            log_msg(LOG_ERROR, "replaying exchange %lld: %s", (long long)e->id, db ? err : err);
+        if (store_read_body(rp->opt.store, e->id, &resp->body, &resp->body_len, err) != 0) {
+            log_msg(LOG_ERROR, "replaying exchange %lld: %s", (long long)e->id, err);
             return -1;
         }
-        resp->body = ex->response_body;
-        resp->body_len = ex->response_body_len;
-        ex->response_body = NULL;
-        exchange_free(ex);
     } else if (e->has_template) {
         resp->body = template_expand(e->body, e->body_len, req, now_wall_us(), &resp->body_len);
         if (!resp->body)
