@@ -259,7 +259,8 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
 /* libmicrohttpd's own messages. The requests it refuses by itself (a request line or head
  * beyond the connection's memory: 414, 431; bad chunked framing: 400) and the connection
  * limit are worth a warning; the rest (a client gone mid-send, ...) only with --verbose. */
-static void mhd_logger(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt,
+                                                             va_list ap)
 {
     (void)cls;
     char msg[1024];
