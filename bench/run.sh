@@ -350,10 +350,11 @@ BEGIN;
 WITH RECURSIVE n(x) AS (SELECT 2 UNION ALL SELECT x + 1 FROM n WHERE x < $2)
 INSERT INTO exchanges (session, seq, source, started_at, method, path, query,
     request_headers, request_body, match_key, status, response_headers, response_body,
-    response_encoding, ttfb_us, duration_us, error, complete, delay_ms)
+    response_encoding, ttfb_us, duration_us, error, complete, delay_ms, response_size)
 SELECT e.session, x, e.source, e.started_at, e.method, $3, e.query, e.request_headers,
     e.request_body, replace(e.match_key, e.path, $3), e.status, e.response_headers, $4,
-    e.response_encoding, e.ttfb_us, e.duration_us, e.error, e.complete, e.delay_ms
+    e.response_encoding, e.ttfb_us, e.duration_us, e.error, e.complete, e.delay_ms,
+    length(CAST($4 AS BLOB))
 FROM n, (SELECT * FROM exchanges ORDER BY id LIMIT 1) AS e;
 INSERT INTO chunks (exchange_id, idx, offset_us, size)
 SELECT id, 0, ttfb_us, length(response_body) FROM exchanges

@@ -48,6 +48,7 @@ CREATE TABLE exchanges (
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
     delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    response_size     INTEGER NOT NULL DEFAULT 0,  -- bytes of response_body as stored (read without reading the body)
     -- The bodies come last: SQLite reads a row's columns in order, and a large body
     -- before the small columns would have to be walked to reach them.
     request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
@@ -58,10 +59,10 @@ CREATE TABLE sessions (
     created_at TEXT NOT NULL,      -- ISO-8601 UTC, when the first exchange was written
     upstream   TEXT                -- the --upstream URL it was recorded from; NULL for stubs and imports
 );
-INSERT INTO "sessions" VALUES('demo','2026-11-24T23:20:30.655Z','http://127.0.0.1:45081');
-INSERT INTO "exchanges" VALUES(1,'demo',1,'record','2026-11-24T23:20:30.709Z','GET','/v1/models','','[["Host","127.0.0.1:33037"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"]]','GET /v1/models',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:30 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","112"]]',NULL,1212,1219,NULL,1,0,NULL,'{"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5"}], "has_more": false}');
-INSERT INTO "exchanges" VALUES(2,'demo',2,'record','2026-11-24T23:20:30.717Z','POST','/v1/messages','','[["Host","127.0.0.1:33037"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","106"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5"}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:30 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","264"]]',NULL,882,888,NULL,1,0,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": [{"role": "user", "content": "Say hello."}]}','{"id": "msg_01demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Hello from the demo recording."}], "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 9}}');
-INSERT INTO "exchanges" VALUES(3,'demo',3,'record','2026-11-24T23:20:30.725Z','POST','/v1/messages','','[["Host","127.0.0.1:33037"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:30 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]',NULL,889,804938,NULL,1,0,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','event: message_start
+INSERT INTO "sessions" VALUES('demo','2026-11-24T23:29:06.924Z','http://127.0.0.1:46099');
+INSERT INTO "exchanges" VALUES(1,'demo',1,'record','2026-11-24T23:29:06.978Z','GET','/v1/models','','[["Host","127.0.0.1:36809"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"]]','GET /v1/models',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:29:06 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","112"]]',NULL,898,909,NULL,1,0,112,NULL,'{"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5"}], "has_more": false}');
+INSERT INTO "exchanges" VALUES(2,'demo',2,'record','2026-11-24T23:29:06.985Z','POST','/v1/messages','','[["Host","127.0.0.1:36809"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","106"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5"}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:29:06 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","264"]]',NULL,636,640,NULL,1,0,264,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": [{"role": "user", "content": "Say hello."}]}','{"id": "msg_01demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Hello from the demo recording."}], "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 9}}');
+INSERT INTO "exchanges" VALUES(3,'demo',3,'record','2026-11-24T23:29:06.995Z','POST','/v1/messages','','[["Host","127.0.0.1:36809"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:29:06 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]',NULL,794,803755,NULL,1,0,1308,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','event: message_start
 data: {"type": "message_start", "message": {"id": "msg_01demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 9}}}
 
 event: content_block_start
@@ -92,18 +93,18 @@ event: message_stop
 data: {"type": "message_stop"}
 
 ');
-INSERT INTO "chunks" VALUES(1,0,1212,112);
-INSERT INTO "chunks" VALUES(2,0,883,264);
-INSERT INTO "chunks" VALUES(3,0,890,267);
-INSERT INTO "chunks" VALUES(3,1,81282,125);
-INSERT INTO "chunks" VALUES(3,2,161704,128);
-INSERT INTO "chunks" VALUES(3,3,241906,128);
-INSERT INTO "chunks" VALUES(3,4,322280,127);
-INSERT INTO "chunks" VALUES(3,5,402733,128);
-INSERT INTO "chunks" VALUES(3,6,483658,131);
-INSERT INTO "chunks" VALUES(3,7,563944,76);
-INSERT INTO "chunks" VALUES(3,8,644276,146);
-INSERT INTO "chunks" VALUES(3,9,724659,52);
+INSERT INTO "chunks" VALUES(1,0,902,112);
+INSERT INTO "chunks" VALUES(2,0,636,264);
+INSERT INTO "chunks" VALUES(3,0,794,267);
+INSERT INTO "chunks" VALUES(3,1,81086,125);
+INSERT INTO "chunks" VALUES(3,2,161440,128);
+INSERT INTO "chunks" VALUES(3,3,241729,128);
+INSERT INTO "chunks" VALUES(3,4,322017,127);
+INSERT INTO "chunks" VALUES(3,5,402355,128);
+INSERT INTO "chunks" VALUES(3,6,482553,131);
+INSERT INTO "chunks" VALUES(3,7,562835,76);
+INSERT INTO "chunks" VALUES(3,8,643151,146);
+INSERT INTO "chunks" VALUES(3,9,723413,52);
 CREATE INDEX claude_runs_by_session ON claude_runs (session, id);
 CREATE INDEX exchanges_by_path ON exchanges (path);
 CREATE INDEX exchanges_by_session ON exchanges (session, seq);

@@ -48,6 +48,7 @@ CREATE TABLE exchanges (
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
     delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    response_size     INTEGER NOT NULL DEFAULT 0,  -- bytes of response_body as stored (read without reading the body)
     -- The bodies come last: SQLite reads a row's columns in order, and a large body
     -- before the small columns would have to be walked to reach them.
     request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
@@ -58,8 +59,8 @@ CREATE TABLE sessions (
     created_at TEXT NOT NULL,      -- ISO-8601 UTC, when the first exchange was written
     upstream   TEXT                -- the --upstream URL it was recorded from; NULL for stubs and imports
 );
-INSERT INTO "sessions" VALUES('messages-stream','2026-11-24T23:20:31.552Z','http://127.0.0.1:45081');
-INSERT INTO "exchanges" VALUES(1,'messages-stream',1,'record','2026-11-24T23:20:31.603Z','POST','/v1/messages','','[["Host","127.0.0.1:43931"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:31 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]',NULL,1068,804919,NULL,1,0,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','event: message_start
+INSERT INTO "sessions" VALUES('messages-stream','2026-11-24T23:29:07.822Z','http://127.0.0.1:46099');
+INSERT INTO "exchanges" VALUES(1,'messages-stream',1,'record','2026-11-24T23:29:07.878Z','POST','/v1/messages','','[["Host","127.0.0.1:37751"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["x-api-key","[REDACTED]"],["anthropic-version","2023-06-01"],["content-type","application/json"],["Content-Length","122"]]','POST /v1/messages body={"max_tokens":256,"messages":[{"content":"Say hello.","role":"user"}],"model":"claude-sonnet-4-5","stream":true}',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:29:07 GMT"],["Content-Type","text/event-stream"],["Cache-Control","no-cache"],["Transfer-Encoding","chunked"]]',NULL,876,803799,NULL,1,0,1308,'{"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello."}]}','event: message_start
 data: {"type": "message_start", "message": {"id": "msg_01demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 9}}}
 
 event: content_block_start
@@ -90,16 +91,16 @@ event: message_stop
 data: {"type": "message_stop"}
 
 ');
-INSERT INTO "chunks" VALUES(1,0,1068,267);
-INSERT INTO "chunks" VALUES(1,1,81422,125);
-INSERT INTO "chunks" VALUES(1,2,161720,128);
-INSERT INTO "chunks" VALUES(1,3,242138,128);
-INSERT INTO "chunks" VALUES(1,4,322365,127);
-INSERT INTO "chunks" VALUES(1,5,402761,128);
-INSERT INTO "chunks" VALUES(1,6,483039,131);
-INSERT INTO "chunks" VALUES(1,7,563467,76);
-INSERT INTO "chunks" VALUES(1,8,643774,146);
-INSERT INTO "chunks" VALUES(1,9,724159,52);
+INSERT INTO "chunks" VALUES(1,0,877,267);
+INSERT INTO "chunks" VALUES(1,1,81077,125);
+INSERT INTO "chunks" VALUES(1,2,161428,128);
+INSERT INTO "chunks" VALUES(1,3,241712,128);
+INSERT INTO "chunks" VALUES(1,4,321938,127);
+INSERT INTO "chunks" VALUES(1,5,402147,128);
+INSERT INTO "chunks" VALUES(1,6,482524,131);
+INSERT INTO "chunks" VALUES(1,7,562695,76);
+INSERT INTO "chunks" VALUES(1,8,643105,146);
+INSERT INTO "chunks" VALUES(1,9,723385,52);
 CREATE INDEX claude_runs_by_session ON claude_runs (session, id);
 CREATE INDEX exchanges_by_path ON exchanges (path);
 CREATE INDEX exchanges_by_session ON exchanges (session, seq);

@@ -48,6 +48,7 @@ CREATE TABLE exchanges (
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
     delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    response_size     INTEGER NOT NULL DEFAULT 0,  -- bytes of response_body as stored (read without reading the body)
     -- The bodies come last: SQLite reads a row's columns in order, and a large body
     -- before the small columns would have to be walked to reach them.
     request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
@@ -58,9 +59,9 @@ CREATE TABLE sessions (
     created_at TEXT NOT NULL,      -- ISO-8601 UTC, when the first exchange was written
     upstream   TEXT                -- the --upstream URL it was recorded from; NULL for stubs and imports
 );
-INSERT INTO "sessions" VALUES('quota','2026-11-24T23:20:32.434Z','http://127.0.0.1:45081');
-INSERT INTO "exchanges" VALUES(1,'quota',1,'record','2026-11-24T23:20:32.490Z','GET','/api/oauth/usage','','[["Host","127.0.0.1:40739"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["Authorization","[REDACTED]"],["anthropic-beta","oauth-2025-04-20"]]','GET /api/oauth/usage',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:20:32 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","216"]]',NULL,2080,2087,NULL,1,0,NULL,'{"five_hour": {"utilization": 86.0, "resets_at": "2026-11-24T17:00:00+00:00"}, "seven_day": {"utilization": 40.0, "resets_at": "2026-11-28T09:00:00+00:00"}, "seven_day_opus": {"utilization": null, "resets_at": null}}');
-INSERT INTO "chunks" VALUES(1,0,2081,216);
+INSERT INTO "sessions" VALUES('quota','2026-11-24T23:29:08.701Z','http://127.0.0.1:46099');
+INSERT INTO "exchanges" VALUES(1,'quota',1,'record','2026-11-24T23:29:08.753Z','GET','/api/oauth/usage','','[["Host","127.0.0.1:33395"],["User-Agent","curl/7.88.1"],["Accept","*/*"],["Authorization","[REDACTED]"],["anthropic-beta","oauth-2025-04-20"]]','GET /api/oauth/usage',200,'[["Server","BaseHTTP/0.6 Python/3.11.7"],["Date","Tue, 24 Nov 2026 23:29:08 GMT"],["Content-Type","application/json"],["request-id","req_01demo"],["Content-Length","216"]]',NULL,767,775,NULL,1,0,216,NULL,'{"five_hour": {"utilization": 86.0, "resets_at": "2026-11-24T17:00:00+00:00"}, "seven_day": {"utilization": 40.0, "resets_at": "2026-11-28T09:00:00+00:00"}, "seven_day_opus": {"utilization": null, "resets_at": null}}');
+INSERT INTO "chunks" VALUES(1,0,770,216);
 CREATE INDEX claude_runs_by_session ON claude_runs (session, id);
 CREATE INDEX exchanges_by_path ON exchanges (path);
 CREATE INDEX exchanges_by_session ON exchanges (session, seq);

@@ -29,6 +29,7 @@ CREATE TABLE exchanges (
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
     delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    response_size     INTEGER NOT NULL DEFAULT 0,  -- bytes of response_body as stored (read without reading the body)
     -- The bodies come last: SQLite reads a row's columns in order, and a large body
     -- before the small columns would have to be walked to reach them.
     request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty

@@ -357,8 +357,8 @@ static int load_recording(struct replay *rp, char *err)
 {
     static const char sql[] =
         "SELECT id, method, path, query, request_headers, status, response_headers, "
-        "response_encoding, ttfb_us, delay_ms, complete, error, length(response_body), "
-        "request_body, CASE WHEN length(response_body) <= ?2 THEN response_body END "
+        "response_encoding, ttfb_us, delay_ms, complete, error, response_size, "
+        "request_body, CASE WHEN response_size <= ?2 THEN response_body END "
         "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
     sqlite3 *db = store_db(rp->opt.store);
     sqlite3_stmt *s = NULL, *c = NULL;
@@ -391,15 +391,18 @@ static int load_recording(struct replay *rp, char *err)
         ex->delay_ms = sqlite3_column_int64(s, 9);
         ex->complete = sqlite3_column_int(s, 10);
         ex->error = sqlite3_column_type(s, 11) == SQLITE_NULL ? NULL : col_text(s, 11);
+        /* response_size says how big a body is without reading it (length() reads TEXT). */
         size_t len = (size_t)sqlite3_column_int64(s, 12);
         ex->request_body = col_blob(s, 13, &ex->request_body_len);
-        int keep = len == 0 || (sqlite3_column_type(s, 14) != SQLITE_NULL &&
-                                budget + len <= REPLAY_BODY_BUDGET);
+        int keep = sqlite3_column_type(s, 14) == SQLITE_NULL
+                       ? len == 0
+                       : budget + (size_t)sqlite3_column_bytes(s, 14) <= REPLAY_BODY_BUDGET;
         if (keep) {
             ex->response_body = col_blob(s, 14, &ex->response_body_len);
-            budget += len;
+            budget += ex->response_body_len;
+        } else {
+            ex->response_body_len = len;
         }
-        ex->response_body_len = len;
         if (!ex->method || !ex->path || !ex->query ||
             exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
                                        (size_t)sqlite3_column_bytes(s, 4),

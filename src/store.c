@@ -450,8 +450,8 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     static const char sql[] =
         "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
         "request_headers, request_body, match_key, status, response_headers, response_body, "
-        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id, response_size) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *s, *c;
     char *reqh = NULL, *resph = NULL;
     int rc = -1;
@@ -499,6 +499,7 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     sqlite3_bind_int64(s, 19, ex->delay_ms);
     if (ex->id > 0)
         sqlite3_bind_int64(s, 20, ex->id); /* else NULL: SQLite picks the next rowid */
+    sqlite3_bind_int64(s, 21, (int64_t)ex->response_body_len);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto fail;
     ex->id = sqlite3_last_insert_rowid(db);

@@ -39,17 +39,20 @@ CREATE TABLE exchanges (
     path              TEXT NOT NULL,        -- request path without the query, e.g. /v1/messages
     query             TEXT NOT NULL DEFAULT '',  -- raw query string without '?', secrets redacted
     request_headers   TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] in arrival order, secrets redacted
-    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
     match_key         TEXT,                 -- the request's match key under the default rules
     status            INTEGER NOT NULL,     -- response status; 502 for an upstream transport failure
     response_headers  TEXT NOT NULL DEFAULT '[]',  -- JSON array of [name, value] as the upstream sent them, secrets redacted
-    response_body     BLOB,                 -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
     response_encoding TEXT,                 -- the upstream's Content-Encoding (gzip, deflate) before decoding; NULL when none
     ttfb_us           INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the first response byte
     duration_us       INTEGER NOT NULL DEFAULT 0,  -- microseconds from request arrival to the last response byte
     error             TEXT,                 -- transport failure cause (e.g. "connection refused"); NULL when answered
     complete          INTEGER NOT NULL DEFAULT 1,  -- 0 when the client or upstream went away before the end
-    delay_ms          INTEGER NOT NULL DEFAULT 0   -- stubs: milliseconds to wait before answering
+    delay_ms          INTEGER NOT NULL DEFAULT 0,  -- stubs: milliseconds to wait before answering
+    response_size     INTEGER NOT NULL DEFAULT 0,  -- bytes of response_body as stored (read without reading the body)
+    -- The bodies come last: SQLite reads a row's columns in order, and a large body
+    -- before the small columns would have to be walked to reach them.
+    request_body      BLOB,                 -- TEXT when valid UTF-8, else BLOB; NULL when empty
+    response_body     BLOB                  -- decoded body: TEXT when valid UTF-8, else BLOB; NULL when empty
 );
 CREATE TABLE sessions (
     name       TEXT PRIMARY KEY,   -- the --session name ("default" unless given)
@@ -57,7 +60,7 @@ CREATE TABLE sessions (
     upstream   TEXT                -- the --upstream URL it was recorded from; NULL for stubs and imports
 );
 INSERT INTO "sessions" VALUES('models','2026-11-24T23:11:13.235Z','http://127.0.0.1:46755');
-INSERT INTO "exchanges" VALUES(1,'models',1,'record','2026-11-24T23:11:13.244Z','GET','/v1/models','','[["Accept-Encoding","identity"],["Host","127.0.0.1:33681"],["User-Agent","Python-urllib/3.11"],["X-Api-Key","[REDACTED]"],["Anthropic-Version","2023-06-01"],["Connection","close"]]',NULL,'GET /v1/models',200,'[["Server","BaseHTTP/0.6 Python/3.11.2"],["Date","Tue, 24 Nov 2026 23:11:13 GMT"],["Content-Type","application/json"],["Content-Length","215"]]','{"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}], "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}',NULL,887,896,NULL,1,0);
+INSERT INTO "exchanges" VALUES(1,'models',1,'record','2026-11-24T23:11:13.244Z','GET','/v1/models','','[["Accept-Encoding","identity"],["Host","127.0.0.1:33681"],["User-Agent","Python-urllib/3.11"],["X-Api-Key","[REDACTED]"],["Anthropic-Version","2023-06-01"],["Connection","close"]]','GET /v1/models',200,'[["Server","BaseHTTP/0.6 Python/3.11.2"],["Date","Tue, 24 Nov 2026 23:11:13 GMT"],["Content-Type","application/json"],["Content-Length","215"]]',NULL,887,896,NULL,1,0,215,NULL,'{"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}], "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}');
 INSERT INTO "chunks" VALUES(1,0,887,215);
 CREATE INDEX claude_runs_by_session ON claude_runs (session, id);
 CREATE INDEX exchanges_by_path ON exchanges (path);
