@@ -44,62 +44,6 @@ static int json_is_int_in(const cJSON *item, double lo, double hi)
     return isfinite(v) && v == floor(v) && v >= lo && v <= hi;
 }
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Decode base64 (standard or URL-safe alphabet, padding optional, whitespace ignored).
- * Returns a malloc'd buffer of *outlen bytes, or NULL when s is not base64 or out of memory
- * (*oom set). */
-static unsigned char *b64_decode(const char *s, size_t *outlen, int *oom)
-{
-    size_t n = strlen(s), o = 0, pad = 0;
-    unsigned acc = 0, bits = 0;
-    unsigned char *out = malloc(n / 4 * 3 + 3);
-    *oom = 0;
-    if (!out) {
-        *oom = 1;
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        int v = b64_value(c);
-        if (v < 0 || pad)
-            goto bad;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    /* Leftover bits must be zero and fewer than a byte; a lone sextet cannot be a byte. */
-    if (bits >= 6 || acc != 0 || pad > 2)
-        goto bad;
-    *outlen = o;
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
 
 static const char *const response_fields[] = {"status",      "headers",  "json", "body",
                                               "body_base64", "delay_ms", NULL};
@@ -201,12 +145,15 @@ static int response_from_json(const cJSON *o, const char *prefix, struct exchang
             return fault_set(f, prefix, k, "out of memory");
         ex->response_body_len = n;
     } else {
-        int oom = 0;
         if (!cJSON_IsString(body_field))
             return fault_set(f, prefix, k, "expected a base64 string");
-        ex->response_body = b64_decode(body_field->valuestring, &ex->response_body_len, &oom);
-        if (!ex->response_body)
-            return fault_set(f, prefix, k, oom ? "out of memory" : "not valid base64");
+        struct buf b = {0};
+        int d = base64_decode_append(body_field->valuestring, strlen(body_field->valuestring), &b);
+        if (d < 0) {
+            buf_free(&b);
+            return fault_set(f, prefix, k, d == -2 ? "out of memory" : "not valid base64");
+        }
+        ex->response_body = (unsigned char *)buf_steal(&b, &ex->response_body_len);
     }
     return 0;
 }

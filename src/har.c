@@ -23,79 +23,6 @@ static size_t max_body_of(const struct har_limits *lim)
     return lim && lim->max_body ? lim->max_body : HAR_DEFAULT_MAX_BODY;
 }
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 of n bytes as a new NUL-terminated string (caller frees), NULL when out of memory. */
-static char *b64_encode(const unsigned char *p, size_t n)
-{
-    size_t outlen = (n + 2) / 3 * 4;
-    char *out = malloc(outlen + 1);
-    if (!out)
-        return NULL;
-    size_t j = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        out[j++] = b64_alphabet[(v >> 18) & 63];
-        out[j++] = b64_alphabet[(v >> 12) & 63];
-        out[j++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-        out[j++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
-    }
-    out[j] = '\0';
-    return out;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Decode base64 (standard or URL-safe alphabet, padding optional, whitespace ignored) and
- * append to b. Returns 0, -1 for bad input, -2 when b's cap is exceeded or memory ran out. */
-static int b64_decode_append(const char *s, size_t n, struct buf *b)
-{
-    uint32_t acc = 0;
-    int bits = 0, pad = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        int v = b64_value(c);
-        if (v < 0 || pad)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            unsigned char byte = (unsigned char)(acc >> bits);
-            if (buf_append(b, &byte, 1) < 0)
-                return -2;
-        }
-    }
-    /* Leftover bits must be padding zeros, and at most 4 bits (2 '=') may be left. */
-    if (bits >= 6 || pad > 2 || (acc & ((1u << bits) - 1)) != 0)
-        return -1;
-    return 0;
-}
-
 /* Inflate n bytes (gzip or zlib when window_bits is 15 + 32, raw deflate when -15) into b.
  * Returns 0, -1 when the data is not valid, -2 when b's cap is exceeded. */
 static int inflate_append(const unsigned char *p, size_t n, int window_bits, struct buf *b)
@@ -394,7 +321,7 @@ static int add_body_text(cJSON *o, const unsigned char *p, size_t n, const char 
         free(text);
         return rc;
     }
-    char *b64 = b64_encode(p, n);
+    char *b64 = base64_encode(p, n);
     int rc = !b64 || add_str(o, "text", b64) < 0 || add_str(o, enc_key, "base64") < 0 ? -1 : 0;
     free(b64);
     return rc;
@@ -790,7 +717,7 @@ static int body_in(const char *text, const char *encoding, const char *where, st
             if (!cJSON_IsString(it))
                 FAIL("%s.text is a JSON array holding %s, not base64 strings", where,
                      json_kind(it));
-            int d = b64_decode_append(it->valuestring, strlen(it->valuestring), b);
+            int d = base64_decode_append(it->valuestring, strlen(it->valuestring), b);
             if (d == -1)
                 FAIL("%s.text holds a piece that is not valid base64", where);
             if (d == -2)
@@ -801,7 +728,7 @@ static int body_in(const char *text, const char *encoding, const char *where, st
         rc = 0;
         goto out;
     }
-    int d = b64_decode_append(text, n, b);
+    int d = base64_decode_append(text, n, b);
     if (d == -1)
         FAIL("%s.text is not valid base64", where);
     if (d == -2)
@@ -1173,7 +1100,7 @@ static int add_body(cJSON *o, const char *key, const unsigned char *p, size_t n)
     }
     char k64[64];
     snprintf(k64, sizeof k64, "%s_base64", key);
-    char *b64 = b64_encode(p, n);
+    char *b64 = base64_encode(p, n);
     int rc = !b64 || add_str(o, k64, b64) < 0 ? -1 : 0;
     free(b64);
     return rc;

@@ -847,41 +847,19 @@ int match_parse_fields(const char *s, unsigned *out, char *err)
     return 0;
 }
 
-static int list_add(char ***list, size_t *n, const char *s)
-{
-    char *copy = s ? strdup(s) : NULL;
-    char **v = copy ? realloc(*list, (*n + 1) * sizeof *v) : NULL;
-    if (!v) {
-        free(copy);
-        return -1;
-    }
-    v[(*n)++] = copy;
-    *list = v;
-    return 0;
-}
-
-static void list_free(char ***list, size_t *n)
-{
-    for (size_t i = 0; i < *n; i++)
-        free((*list)[i]);
-    free(*list);
-    *list = NULL;
-    *n = 0;
-}
-
 int match_add_header(struct match_rules *r, const char *name)
 {
-    return list_add(&r->headers, &r->nheaders, name);
+    return strlist_add(&r->headers, &r->nheaders, name);
 }
 
 int match_add_ignore_query(struct match_rules *r, const char *name)
 {
-    return list_add(&r->ignore_query, &r->nignore_query, name);
+    return strlist_add(&r->ignore_query, &r->nignore_query, name);
 }
 
 int match_add_ignore_json(struct match_rules *r, const char *ptr)
 {
-    return list_add(&r->ignore_json, &r->nignore_json, ptr);
+    return strlist_add(&r->ignore_json, &r->nignore_json, ptr);
 }
 
 int match_rules_copy(struct match_rules *dst, const struct match_rules *src)
@@ -907,8 +885,8 @@ void match_rules_free(struct match_rules *r)
 {
     if (!r)
         return;
-    list_free(&r->headers, &r->nheaders);
-    list_free(&r->ignore_query, &r->nignore_query);
-    list_free(&r->ignore_json, &r->nignore_json);
+    strlist_free(&r->headers, &r->nheaders);
+    strlist_free(&r->ignore_query, &r->nignore_query);
+    strlist_free(&r->ignore_json, &r->nignore_json);
     r->fields = 0;
 }

@@ -155,48 +155,26 @@ out:
     return rc;
 }
 
-static int list_add(char ***list, size_t *n, const char *s)
-{
-    char *copy = s ? strdup(s) : NULL;
-    char **v = copy ? realloc(*list, (*n + 1) * sizeof *v) : NULL;
-    if (!v) {
-        free(copy);
-        return -1;
-    }
-    v[(*n)++] = copy;
-    *list = v;
-    return 0;
-}
-
-static void list_free(char ***list, size_t *n)
-{
-    for (size_t i = 0; i < *n; i++)
-        free((*list)[i]);
-    free(*list);
-    *list = NULL;
-    *n = 0;
-}
-
 int redact_add_header(struct redact_rules *r, const char *name)
 {
-    return list_add(&r->headers, &r->nheaders, name);
+    return strlist_add(&r->headers, &r->nheaders, name);
 }
 
 int redact_add_query(struct redact_rules *r, const char *name)
 {
-    return list_add(&r->query, &r->nquery, name);
+    return strlist_add(&r->query, &r->nquery, name);
 }
 
 int redact_add_json(struct redact_rules *r, const char *ptr)
 {
-    return list_add(&r->json, &r->njson, ptr);
+    return strlist_add(&r->json, &r->njson, ptr);
 }
 
 void redact_rules_free(struct redact_rules *r)
 {
     if (!r)
         return;
-    list_free(&r->headers, &r->nheaders);
-    list_free(&r->query, &r->nquery);
-    list_free(&r->json, &r->njson);
+    strlist_free(&r->headers, &r->nheaders);
+    strlist_free(&r->query, &r->nquery);
+    strlist_free(&r->json, &r->njson);
 }

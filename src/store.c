@@ -186,19 +186,13 @@ static int open_connection_raw(struct store *st, sqlite3 **out, char *err)
 
 static int open_connection(struct store *st, sqlite3 **out, char *err)
 {
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(st->uri, &db, st->open_flags, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, APISIM_ERR_LEN, "cannot open database %s: %s", st->path,
-                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        sqlite3_close(db);
+    if (open_connection_raw(st, out, err) < 0)
+        return -1;
+    if (configure_connection(*out, !ends_with(st->path, ".sql"), err, st->path) < 0) {
+        sqlite3_close(*out);
+        *out = NULL;
         return -1;
     }
-    if (configure_connection(db, !ends_with(st->path, ".sql"), err, st->path) < 0) {
-        sqlite3_close(db);
-        return -1;
-    }
-    *out = db;
     return 0;
 }
 

@@ -72,6 +72,19 @@ int parse_size(const char *s, size_t *out, char *err);
 /* 1 when the n bytes are valid UTF-8 with no NUL, so they can be stored as TEXT. */
 int is_utf8_text(const unsigned char *p, size_t n);
 
+/* Base64 (standard alphabet, with padding) of n bytes: a malloc'd string the caller
+ * frees, or NULL when out of memory. */
+char *base64_encode(const unsigned char *p, size_t n);
+
+/* Decode base64 (standard or URL-safe alphabet, padding optional, whitespace ignored) and
+ * append the bytes to b. Returns 0, -1 when s is not base64, -2 when b's cap is exceeded or
+ * memory ran out. */
+int base64_decode_append(const char *s, size_t n, struct buf *b);
+
+/* A growable array of owned strings: append a copy of s; free them all. */
+int strlist_add(char ***list, size_t *n, const char *s);
+void strlist_free(char ***list, size_t *n);
+
 /* strdup that returns NULL only for a NULL argument or on out of memory. */
 char *xstrndup(const char *s, size_t n);
 
