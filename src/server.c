@@ -41,6 +41,7 @@ struct server {
     size_t nheap, capheap;
 
     atomic_long inflight; /* requests between arrival and completion */
+    atomic_long connections; /* client connections open now */
 };
 
 enum req_state {
@@ -418,6 +419,11 @@ static int is_admin_path(const char *path)
            strcmp(path, "/__apisim") == 0;
 }
 
+static unsigned max_connections(const struct server_options *opt)
+{
+    return opt->max_connections ? opt->max_connections : 1024;
+}
+
 /* RFC 9110 field names are tokens; anything else is refused rather than forwarded. */
 static int is_token(const char *s)
 {
@@ -429,6 +435,19 @@ static int is_token(const char *s)
             return 0;
     }
     return 1;
+}
+
+/* Counts open connections, for the --max-connections answer (503). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *srv = cls;
+    (void)conn;
+    (void)socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&srv->connections, 1);
+    else
+        atomic_fetch_sub(&srv->connections, 1);
 }
 
 /* Decide the answer: limits, the control API, or the mode's handler. */
@@ -483,6 +502,17 @@ static void dispatch(struct req_ctx *ctx)
                                   srv->opt.handle_admin ? "control API failed"
                                                         : "no control API on this server");
         }
+        return;
+    }
+    /* The control API stays reachable; the mode's answers wait for room. */
+    long open = atomic_load(&srv->connections);
+    if (open > (long)max_connections(&srv->opt)) {
+        snprintf(msg, sizeof msg,
+                 "too many connections: %ld open, --max-connections is %u; retry later", open,
+                 max_connections(&srv->opt));
+        log_msg(LOG_WARN, "%s %s: %s", req->method, req->path, msg);
+        server_response_error(resp, 503, msg);
+        headers_add(&resp->headers, "Retry-After", "1");
         return;
     }
     if (srv->opt.handle(srv->opt.app, req, resp) < 0) {
@@ -646,12 +676,16 @@ int server_start(struct server **out, const struct server_options *opt, char *er
      * is disconnected; MHD counts in whole seconds. */
     int64_t ct = opt->client_timeout_us > 0 ? (opt->client_timeout_us + 999999) / 1000000 : 30;
     unsigned client_timeout_s = ct > 100000000 ? 100000000u : (unsigned)ct;
+    unsigned conn_limit = max_connections(opt) + max_connections(opt) / 8 + 16;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opt->max_connections ? opt->max_connections : 1024),
+        /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only
+         * cuts connections past a margin above it. */
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        srv,
         MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024,
         threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, MHD_OPTION_END);

@@ -492,3 +492,33 @@ def test_fake_claude_session_log_stays_in_its_directory(tmp_path):
     assert not outside, f"written outside the session log directory: {outside}"
     for p in _tree(conf):
         assert p == "projects" or p.startswith("projects/"), p
+
+
+# --- connection cap ---------------------------------------------------------------------------
+
+
+def test_connections_beyond_max_connections_get_503(recording):
+    """With --max-connections 4 and four clients holding keep-alive connections, a fifth
+    gets 503 with Retry-After and a log line; once they leave it is answered again."""
+    with ApisimProcess(["replay", "--db", recording, "--max-connections", "4"]) as rep:
+        held = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", rep.port), timeout=10)
+                s.sendall(b"GET /echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_responses(s, 1)[0][0] == 200
+                held.append(s)
+            over = raw_http(rep.url, b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+            assert over is not None and over.status == 503, over
+            assert dict((k.lower(), v) for k, v in over.headers).get("retry-after") == "1"
+            assert "max-connections" in json.loads(over.body)["error"]
+            health = raw_http(rep.url, b"GET /__apisim/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert health is not None and health.status == 200, "control API unreachable"
+        finally:
+            for s in held:
+                s.close()
+        wait_until(lambda: curl(rep.url + "/json", check=False).status == 200, 10,
+                   what="answers once the held connections closed")
+        stopped = rep.stop()
+    assert re.search(r"too many connections.*--max-connections is 4", stopped.stderr), (
+        stopped.stderr)
