@@ -531,6 +531,7 @@ static int run_server(int argc, char **argv)
     server_free(srv);
     srv = NULL;
     rc = 0;
+    store_writer_stop(store); /* what is still queued or held is stored (or counted) first */
     if (store && store_write_failures(store) > 0) {
         log_msg(LOG_ERROR, "%llu exchanges could not be stored (see the errors above)",
                 (unsigned long long)store_write_failures(store));

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,6 +16,11 @@
 /* Text dumps bigger than this are refused: they are loaded into memory whole. */
 #define STORE_MAX_DUMP (1024u * 1024 * 1024)
 #define STORE_MAX_READERS 256
+/* Exchanges kept in memory while another process holds the write lock. */
+#define STORE_MAX_HELD 10000
+/* How long the writer waits for a lock before holding a batch (and between retries). */
+#define STORE_WRITER_BUSY_MS 200
+#define STORE_RETRY_MS 500
 
 /* One exchange waiting for the writer. */
 struct write_item {
@@ -46,6 +52,12 @@ struct store {
     int writer_stop;
     pthread_t writer;
     sqlite3 *wdb; /* the writer's connection */
+    /* Exchanges waiting for another process to release the database (wait 0 items, owned
+     * by the writer), retried every STORE_RETRY_MS, and whether the last try found it
+     * locked. */
+    struct write_item *held, *held_tail;
+    size_t nheld;
+    int locked_out;
     sqlite3_stmt *wcache[3]; /* the writer's prepared INSERTs, kept for the whole run */
     atomic_uint_least64_t failures;
 
@@ -675,6 +687,62 @@ static void failure_hint(sqlite3 *db, char *out, size_t n)
         out[0] = '\0';
 }
 
+/* Another process holds the write lock: keep the batch for a later try, and let the clients
+ * waiting for it have their answers now (store_submit returns 1). Returns with st->mu held. */
+static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch)
+{
+    if (!st->locked_out)
+        log_msg(LOG_ERROR, "database %s is locked by another process: exchanges are held in "
+                "memory (up to %d) and stored once it is released (still forwarding)",
+                st->path, STORE_MAX_HELD);
+    st->locked_out = 1;
+    pthread_mutex_lock(&st->mu);
+    size_t dropped = 0;
+    struct write_item *it = batch;
+    while (it) {
+        struct write_item *next = it->next, *keep = it;
+        it->next = NULL;
+        if (st->nheld >= STORE_MAX_HELD) {
+            atomic_fetch_add(&st->failures, 1);
+            exchange_free(it->ex);
+            it->ex = NULL;
+            it->rc = -1;
+            keep = NULL;
+            dropped++;
+        } else if (it->wait) {
+            /* The submitter frees its item: the exchange moves to one of the writer's. */
+            keep = calloc(1, sizeof *keep);
+            if (keep) {
+                keep->ex = it->ex;
+                it->rc = 1;
+            } else {
+                atomic_fetch_add(&st->failures, 1);
+                exchange_free(it->ex);
+                it->rc = -1;
+                dropped++;
+            }
+            it->ex = NULL;
+        }
+        if (keep) {
+            if (st->held_tail)
+                st->held_tail->next = keep;
+            else
+                st->held = keep;
+            st->held_tail = keep;
+            st->nheld++;
+        }
+        if (it->wait)
+            it->done = 1;
+        else if (!keep)
+            free(it);
+        it = next;
+    }
+    if (dropped)
+        log_msg(LOG_ERROR, "database %s: still locked with %d exchanges held: %zu of %zu "
+                "newer one(s) not stored", st->path, STORE_MAX_HELD, dropped, nbatch);
+    pthread_cond_broadcast(&st->cond_done);
+}
+
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
@@ -683,19 +751,48 @@ static void *writer_main(void *arg)
     char err[APISIM_ERR_LEN];
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->head && !st->writer_stop)
+        while (!st->head && !st->held && !st->writer_stop)
             pthread_cond_wait(&st->cond_work, &st->mu);
-        if (!st->head && st->writer_stop)
+        if (!st->head && st->held && !st->writer_stop) {
+            /* Only held exchanges: try again a little later (or when more arrive). */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += STORE_RETRY_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&st->cond_work, &st->mu, &ts);
+        }
+        if (!st->head && !st->held && st->writer_stop)
             break;
-        struct write_item *batch = st->head;
+        /* Held exchanges go first: they are older. */
+        struct write_item *batch = st->held ? st->held : st->head;
+        if (st->held)
+            st->held_tail->next = st->head;
+        st->held = st->held_tail = NULL;
+        st->nheld = 0;
         st->head = st->tail = NULL;
+        int stopping = st->writer_stop;
         pthread_mutex_unlock(&st->mu);
 
         size_t nbatch = 0;
         for (struct write_item *it = batch; it; it = it->next)
             nbatch++;
         char why[APISIM_ERR_LEN];
+        /* Held batches are retried, so the wait for a lock is short; the last try at stop
+         * waits longer. */
+        sqlite3_busy_timeout(st->wdb, stopping ? 5000 : STORE_WRITER_BUSY_MS);
         int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+        int busy = !ok && ((sqlite3_errcode(st->wdb) & 0xff) == SQLITE_BUSY ||
+                           (sqlite3_errcode(st->wdb) & 0xff) == SQLITE_LOCKED);
+        if (busy && !stopping) {
+            hold_batch(st, batch, nbatch);
+            continue; /* with st->mu held */
+        }
+        if (ok && st->locked_out) {
+            log_msg(LOG_WARN, "database %s is writable again: storing the exchanges held "
+                    "meanwhile", st->path);
+            st->locked_out = 0;
+        }
         if (!ok) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR, "database %s: cannot begin a transaction: %s%s; %zu "
@@ -810,17 +907,23 @@ uint64_t store_write_failures(struct store *st)
     return atomic_load(&st->failures);
 }
 
+void store_writer_stop(struct store *st)
+{
+    if (!st || !st->writer_running)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->writer_stop = 1;
+    pthread_cond_signal(&st->cond_work);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->writer, NULL);
+    st->writer_running = 0;
+}
+
 void store_close(struct store *st)
 {
     if (!st)
         return;
-    if (st->writer_running) {
-        pthread_mutex_lock(&st->mu);
-        st->writer_stop = 1;
-        pthread_cond_signal(&st->cond_work);
-        pthread_mutex_unlock(&st->mu);
-        pthread_join(st->writer, NULL);
-    }
+    store_writer_stop(st);
     for (int i = 0; i < 3; i++)
         sqlite3_finalize(st->wcache[i]);
     sqlite3_close(st->wdb);

@@ -69,9 +69,16 @@ int store_writer_start(struct store *st, char *err);
 
 /* Queue ex for the writer, which takes ownership. When wait is 1, block until the
  * transaction holding it has committed (or failed). Returns 0 when committed (or queued,
- * for wait 0), -1 when the insert failed (logged by the writer). Sets ex->id before
- * returning when wait is 1; the caller must not touch ex after a wait-0 submit. */
+ * for wait 0), 1 when another process holds the database's write lock and the exchange is
+ * held in memory until it is released (then stored; lost only if the process dies first),
+ * -1 when the insert failed (logged by the writer). Sets ex->id before returning 0 when
+ * wait is 1; the caller must not touch ex after a wait-0 submit. */
 int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out);
+
+/* Stop the writer once everything queued or held has been stored (or has failed: a lock
+ * still held gets a last wait of 5 s). store_close() does it too; call it first to read
+ * store_write_failures() afterwards. NULL, or no writer, is fine. */
+void store_writer_stop(struct store *st);
 
 /* Number of exchanges the writer failed to store since start. */
 uint64_t store_write_failures(struct store *st);

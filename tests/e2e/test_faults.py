@@ -382,6 +382,9 @@ def test_kill_9_under_load_loses_nothing_a_client_received(upstream, db_path):
 
 
 def test_database_locked_by_another_process(upstream, db_path):
+    """Another process holds the write lock for a while: the recorder keeps answering
+    without waiting for it, says so, holds the exchanges in memory and stores them once the
+    lock is released; nothing stored before is touched."""
     with ApisimProcess(["record", "--upstream", upstream.url, "--db", db_path]) as rec:
         for i in range(3):
             assert curl(f"{rec.url}/echo?before={i}").status == 200
@@ -393,22 +396,30 @@ def test_database_locked_by_another_process(upstream, db_path):
         holder = sqlite3.connect(db_path, isolation_level=None, timeout=0)
         holder.execute("BEGIN EXCLUSIVE")
         try:
-            t0 = time.monotonic()
-            during = [curl(f"{rec.url}/echo?during={i}", timeout=30) for i in range(2)]
-            took = time.monotonic() - t0
-            for i, r in enumerate(during):
+            took = []
+            for i in range(5):
+                t0 = time.monotonic()
+                r = curl(f"{rec.url}/echo?during={i}", timeout=30)
+                took.append(time.monotonic() - t0)
                 assert r.status == 200 and r.json()["query"] == f"during={i}", r
             wait_until(lambda: "locked" in rec.stderr_text().lower(), 10,
                        what="a log line saying the database is locked")
+            assert len(query_db(db_path, "SELECT id FROM exchanges")) == 3
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+        wait_until(lambda: len(query_db(db_path, "SELECT id FROM exchanges")) == 8, 10,
+                   what="the held exchanges to be stored once the lock is released")
         for i in range(3):
             assert curl(f"{rec.url}/echo?after={i}").status == 200
         stopped = rec.stop()
-    print(f"2 requests answered in {took:.2f} s while the database was locked")
+    print(f"5 requests answered while the database was locked, in "
+          f"{', '.join(f'{t:.2f}' for t in took)} s")
+    assert max(took) < 2, f"requests waited for the lock: {took}"
     err = stopped.stderr.lower()
-    assert "locked" in err and str(db_path.name) in stopped.stderr, stopped.stderr
+    assert "locked by another process" in err and str(db_path.name) in stopped.stderr, err
+    assert "writable again" in err, err
+    assert stopped.rc == 0, stopped.stderr
     con = sqlite3.connect(db_path)
     try:
         assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -417,14 +428,29 @@ def test_database_locked_by_another_process(upstream, db_path):
     finally:
         con.close()
     assert rows[:3] == before, "rows stored before the lock changed"
-    queries = [r[1] for r in rows]
-    assert [q for q in queries if q.startswith("after=")] == [f"after={i}" for i in range(3)]
-    # What could not be stored is counted: exit 1 says the recording is incomplete,
-    # unless everything was stored after all.
-    if any(q.startswith("during=") for q in queries) and len(queries) == 8:
-        assert stopped.rc == 0, stopped.stderr
-    else:
-        assert stopped.rc == 1 and "could not be stored" in err, stopped
+    assert [r[1] for r in rows[3:]] == [f"during={i}" for i in range(5)] + [
+        f"after={i}" for i in range(3)], "held exchanges lost or out of order"
+
+
+def test_database_still_locked_at_stop_is_reported(upstream, db_path):
+    """A lock that outlives the recorder: the held exchanges cannot be stored; that is
+    said, and the exit status is 1."""
+    with ApisimProcess(["record", "--upstream", upstream.url, "--db", db_path]) as rec:
+        assert curl(f"{rec.url}/echo?before=0").status == 200
+        wait_until(lambda: len(query_db(db_path, "SELECT id FROM exchanges")) == 1, 10,
+                   what="1 exchange stored")
+        holder = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            assert curl(f"{rec.url}/echo?during=0").status == 200
+            wait_until(lambda: "locked" in rec.stderr_text().lower(), 10, what="locked")
+            stopped = rec.stop(timeout=30)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert stopped.rc == 1, stopped
+    assert "1 exchanges could not be stored" in stopped.stderr, stopped.stderr
+    assert [r[0] for r in query_db(db_path, "SELECT query FROM exchanges")] == ["before=0"]
 
 
 def _as_other_user():

@@ -188,6 +188,8 @@ def test_replay_from_32_clients_no_error_memory_flat(upstream_proc, tmp_path):
     def measure():
         phase["warm"].wait(120)
         result["before"] = rss_kib(rep.proc.pid)
+        with open(f"/proc/{rep.proc.pid}/maps") as f:
+            result["asan"] = "libasan" in f.read()
         result["t0"] = time.monotonic()
         phase["measured"].wait(120)
 
@@ -211,5 +213,10 @@ def test_replay_from_32_clients_no_error_memory_flat(upstream_proc, tmp_path):
     assert count["requests"] == 32 * (warm_each + main_each) >= REPLAY_TOTAL - 32
     assert health["misses"] == 0, health
     assert stopped.rc == 0, stopped.stderr[-3000:]
+    if result["asan"]:
+        # ASan keeps freed memory in quarantine (up to 256 MiB), so RSS climbs whatever the
+        # program does; LeakSanitizer's check at exit (rc 0 above) stands in for it.
+        print("RSS not compared: the binary runs under AddressSanitizer")
+        return
     assert abs(after - before) <= before * 0.10, (
         f"RSS moved from {before} KiB to {after} KiB over {main_each * 32} requests")

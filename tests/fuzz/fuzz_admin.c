@@ -28,12 +28,15 @@ static void response_done(struct server_response *resp)
     memset(resp, 0, sizeof *resp);
 }
 
-static void serve(void (*fn)(struct server_request *, struct server_response *),
-                  const char *method, const char *path, const char *query,
-                  const unsigned char *body, size_t len)
+static void serve(void (*fn)(struct server_request *, struct server_response *), const char *method,
+                  const char *path, const char *query, const unsigned char *body, size_t len)
 {
-    struct server_request req = {.method = method, .path = path, .query = query,
-                                 .body = body, .body_len = len, .loopback = 1,
+    struct server_request req = {.method = method,
+                                 .path = path,
+                                 .query = query,
+                                 .body = body,
+                                 .body_len = len,
+                                 .loopback = 1,
                                  .received_us = 1764000000000000LL};
     headers_add(&req.headers, "Content-Type", "application/json");
     headers_add(&req.headers, "Authorization", "Bearer fuzz");

@@ -39,8 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct headers h = {0};
     headers_add(&h, f.v[4][0] ? f.v[4] : "x-h", f.v[5]);
-    struct match_request req = {.method = f.v[1], .path = f.v[2], .query = f.v[3],
-                                .headers = &h, .body = (const unsigned char *)f.v[10],
+    struct match_request req = {.method = f.v[1],
+                                .path = f.v[2],
+                                .query = f.v[3],
+                                .headers = &h,
+                                .body = (const unsigned char *)f.v[10],
                                 .body_len = f.len[10]};
     struct match_request rec = req;
     rec.body = (const unsigned char *)f.v[9];
