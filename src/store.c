@@ -150,6 +150,22 @@ static int migrate(sqlite3 *db, const char *path, int readonly, char *err)
     return 0;
 }
 
+/* A text dump is SQL from a file: it may fill the in-memory database, never reach another
+ * file (ATTACH and VACUUM INTO would create or overwrite any path). */
+static int dump_authorizer(void *cls, int action, const char *a, const char *b, const char *c,
+                           const char *d)
+{
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
+    if (action == SQLITE_ATTACH || action == SQLITE_DETACH) {
+        *(int *)cls = 1;
+        return SQLITE_DENY;
+    }
+    return SQLITE_OK;
+}
+
 /* Read a whole text dump into memory (capped). */
 static char *read_dump(const char *path, char *err)
 {
@@ -279,9 +295,16 @@ int store_open(struct store **out, const char *path, int flags, char *err)
         if (!(dump = read_dump(path, err)))
             goto out;
         char *msg = NULL;
-        if (sqlite3_exec(st->db, dump, NULL, NULL, &msg) != SQLITE_OK) {
-            snprintf(err, APISIM_ERR_LEN, "%s: not a valid apisim text dump: %s", path,
-                     msg ? msg : sqlite3_errmsg(st->db));
+        int attach = 0;
+        int limit = sqlite3_limit(st->db, SQLITE_LIMIT_ATTACHED, 0); /* VACUUM INTO too */
+        sqlite3_set_authorizer(st->db, dump_authorizer, &attach);
+        int erc = sqlite3_exec(st->db, dump, NULL, NULL, &msg);
+        sqlite3_set_authorizer(st->db, NULL, NULL);
+        sqlite3_limit(st->db, SQLITE_LIMIT_ATTACHED, limit);
+        if (erc != SQLITE_OK) {
+            snprintf(err, APISIM_ERR_LEN, "%s: not a valid apisim text dump: %s%s", path,
+                     msg ? msg : sqlite3_errmsg(st->db),
+                     attach ? " (a dump may not ATTACH other database files)" : "");
             sqlite3_free(msg);
             goto out;
         }

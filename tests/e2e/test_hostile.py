@@ -522,3 +522,26 @@ def test_connections_beyond_max_connections_get_503(recording):
         stopped = rep.stop()
     assert re.search(r"too many connections.*--max-connections is 4", stopped.stderr), (
         stopped.stderr)
+
+
+@pytest.mark.parametrize("sql", [
+    "ATTACH DATABASE '{out}' AS x; CREATE TABLE x.t (a); INSERT INTO x.t VALUES ('pwned');",
+    "VACUUM INTO '{out}';",
+], ids=["attach", "vacuum-into"])
+def test_a_text_dump_cannot_write_other_files(recording, tmp_path, sql):
+    """A recording committed as FILE.sql is SQL run at load: it may fill its own in-memory
+    database, never create or overwrite another file."""
+    dump = tmp_path / "rec.sql"
+    p = run_apisim("export", "--db", recording, "--format", "sql", "--output", dump)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "written-by-the-dump.db"
+    evil = tmp_path / "evil.sql"
+    evil.write_text(dump.read_text() + "\n" + sql.format(out=out) + "\n")
+    for args in (["ls", "--db", evil], ["replay", "--db", evil, "--listen", "127.0.0.1:0"]):
+        p = run_apisim(*args, timeout=15)
+        assert p.returncode == 1, (args, p.returncode, p.stderr)
+        assert "ATTACH" in p.stderr and "evil.sql" in p.stderr, p.stderr
+        assert not out.exists(), f"{args[0]} let a text dump write {out}"
+    with ApisimProcess(["replay", "--db", dump]) as rep:  # the honest dump still loads
+        assert curl(rep.url + "/json").body == U.JSON_BODY
+        assert rep.stop().rc == 0
