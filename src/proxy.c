@@ -709,6 +709,7 @@ static int forward(struct proxy *px, struct server_request *req, struct server_r
     resp->reader = stream_reader;
     resp->reader_cls = t;
     resp->reader_free = stream_free;
+    resp->quiet_us = px->opt.upstream_timeout_us; /* the longest pause drive() lets pass */
     const char *cl = headers_get(&t->ex->response_headers, "content-length");
     resp->stream_size = MHD_SIZE_UNKNOWN;
     if (cl && !headers_get(&t->ex->response_headers, "transfer-encoding"))

@@ -42,6 +42,7 @@ struct server {
 
     atomic_long inflight; /* requests between arrival and completion */
     atomic_long connections; /* client connections open now */
+    unsigned client_timeout_s; /* MHD's connection timeout (--client-timeout) */
 };
 
 enum req_state {
@@ -61,6 +62,7 @@ struct req_ctx {
     int too_many_headers;
     enum req_state state;
     struct server_response resp;
+    int stretched;      /* this request raised its connection's timeout (restored at the end) */
     int64_t pace_start; /* monotonic µs when the first paced piece was due */
     size_t pace_next;   /* index of the next chunk not yet released */
     size_t pace_allowed; /* bytes released so far */
@@ -286,6 +288,34 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
     }
 }
 
+/* --client-timeout is for clients that go quiet. A response that is quiet by design (a
+ * recorded stream's pause, a delay served by a sleeping thread) must not be cut by it: the
+ * connection's timeout is raised to cover the longest such silence, for this request. */
+static void stretch_timeout(struct req_ctx *ctx)
+{
+    const struct server_response *r = &ctx->resp;
+    struct server *srv = ctx->srv;
+    int64_t quiet = r->quiet_us;
+    if (srv->opt.thread_per_connection) {
+        /* There delays and pacing sleep in the connection's thread. */
+        if (r->delay_us > quiet)
+            quiet = r->delay_us;
+        for (size_t i = 1; r->nchunks > 1 && i < r->nchunks; i++) {
+            int64_t gap = (int64_t)((double)(r->chunks[i].offset_us - r->chunks[i - 1].offset_us) *
+                                    r->chunk_factor);
+            if (gap > quiet)
+                quiet = gap;
+        }
+    }
+    int64_t need = quiet / 1000000 + 1 + (int64_t)srv->client_timeout_s;
+    if (quiet <= 0 || need <= (int64_t)srv->client_timeout_s)
+        return;
+    if (need > 100000000)
+        need = 100000000;
+    MHD_set_connection_option(ctx->req.conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)need);
+    ctx->stretched = 1;
+}
+
 static enum MHD_Result queue_response(struct req_ctx *ctx)
 {
     struct server_response *r = &ctx->resp;
@@ -310,6 +340,7 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
     }
     if (!mr)
         return MHD_NO;
+    stretch_timeout(ctx);
     for (size_t i = 0; i < r->headers.n; i++) {
         const char *name = r->headers.v[i].name;
         if (header_is_hop_by_hop(name) || ascii_casecmp(name, "content-length") == 0)
@@ -345,10 +376,11 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
 {
     struct server *srv = cls;
     struct req_ctx *ctx = *req_cls;
-    (void)conn;
     (void)toe;
     if (!ctx)
         return;
+    if (ctx->stretched) /* back to --client-timeout for the next request or idleness */
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->client_timeout_s);
     response_clear(&ctx->resp);
     headers_free(&ctx->req.headers);
     buf_free(&ctx->body);
@@ -676,6 +708,7 @@ int server_start(struct server **out, const struct server_options *opt, char *er
      * is disconnected; MHD counts in whole seconds. */
     int64_t ct = opt->client_timeout_us > 0 ? (opt->client_timeout_us + 999999) / 1000000 : 30;
     unsigned client_timeout_s = ct > 100000000 ? 100000000u : (unsigned)ct;
+    srv->client_timeout_s = client_timeout_s;
     unsigned conn_limit = max_connections(opt) + max_connections(opt) / 8 + 16;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,

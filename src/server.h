@@ -59,6 +59,9 @@ struct server_response {
      * the body (the recorded Content-Length), else chunked without its last chunk. */
     int cut_short;
     uint64_t cut_size;
+    /* The longest silence the body may have by design (a streamed upstream's pauses, up to
+     * --upstream-timeout): the client connection's timeout is raised to cover it. */
+    int64_t quiet_us;
     /* A streamed body from a blocking source (record mode only). When set, body is
      * ignored and the server sends what reader produces, with stream_size (MHD_SIZE_UNKNOWN
      * for chunked). reader_free is called once when the response is done. */

@@ -545,3 +545,42 @@ def test_a_text_dump_cannot_write_other_files(recording, tmp_path, sql):
     with ApisimProcess(["replay", "--db", dump]) as rep:  # the honest dump still loads
         assert curl(rep.url + "/json").body == U.JSON_BODY
         assert rep.stop().rc == 0
+
+
+# --- a quiet response is not a quiet client ------------------------------------------------------
+
+
+def test_pauses_in_a_stream_longer_than_client_timeout_are_not_cut(tmp_path):
+    """--client-timeout is for clients that go quiet: a recorded stream pausing longer than
+    it reaches its client whole (record, replay paced by a timer, replay paced by a sleeping
+    connection thread), and the connection's timeout is back to --client-timeout after."""
+    db = tmp_path / "pauses.db"
+    path = "/sse?events=3&gap_ms=1500"
+
+    def stream_then_idle(srv):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, body = read_responses(s, 1, timeout=15)[0]
+            t0 = time.monotonic()
+            try:
+                rest = s.recv(65536)  # idle keep-alive: closed after --client-timeout
+            except ConnectionResetError:
+                rest = b""
+            return status, body, rest, time.monotonic() - t0
+
+    with U.Upstream() as up:
+        with ApisimProcess(["record", "--upstream", up.url, "--db", db,
+                            "--client-timeout", "1s"]) as rec:
+            status, body, rest, idle = stream_then_idle(rec)
+            assert rec.stop().rc == 0
+    assert (status, body) == (200, U.sse_body(3)), (status, body)
+    assert rest == b"" and idle < 5, (rest, idle)
+    row = query_db(db, "SELECT complete, error FROM exchanges")[0]
+    assert row["complete"] == 1 and row["error"] is None, dict(row)
+    for extra in ([], ["--on-miss", "forward", "--upstream", "http://127.0.0.1:9"]):
+        with ApisimProcess(["replay", "--db", db, "--latency", "recorded",
+                            "--client-timeout", "1s", *extra]) as rep:
+            status, body, rest, idle = stream_then_idle(rep)
+            assert rep.stop().rc == 0
+        assert (status, body) == (200, U.sse_body(3)), (extra, status, body)
+        assert rest == b"" and idle < 5, (extra, rest, idle)
