@@ -44,7 +44,6 @@ static int json_is_int_in(const cJSON *item, double lo, double hi)
     return isfinite(v) && v == floor(v) && v >= lo && v <= hi;
 }
 
-
 static const char *const response_fields[] = {"status",      "headers",  "json", "body",
                                               "body_base64", "delay_ms", NULL};
 

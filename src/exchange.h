@@ -17,14 +17,14 @@ struct chunk {
 };
 
 struct exchange {
-    int64_t id;          /* rowid in exchanges; 0 before it is stored */
-    char *session;       /* session name */
-    int64_t seq;         /* order of arrival within the session, from 1 */
-    char *source;        /* "record", "stub" or "import" */
-    int64_t started_us;  /* wall clock when the request arrived, µs since epoch */
-    char *method;        /* "GET", ... */
-    char *path;          /* as received, without the query, e.g. "/v1/messages" */
-    char *query;         /* raw query string without '?', "" when none */
+    int64_t id;         /* rowid in exchanges; 0 before it is stored */
+    char *session;      /* session name */
+    int64_t seq;        /* order of arrival within the session, from 1 */
+    char *source;       /* "record", "stub" or "import" */
+    int64_t started_us; /* wall clock when the request arrived, µs since epoch */
+    char *method;       /* "GET", ... */
+    char *path;         /* as received, without the query, e.g. "/v1/messages" */
+    char *query;        /* raw query string without '?', "" when none */
     struct headers request_headers;
     unsigned char *request_body;
     size_t request_body_len;

@@ -11,7 +11,13 @@
 
 #include <stdint.h>
 
-enum latency_kind { LATENCY_NONE, LATENCY_FIXED, LATENCY_RECORDED, LATENCY_UNIFORM, LATENCY_LOGNORMAL };
+enum latency_kind {
+    LATENCY_NONE,
+    LATENCY_FIXED,
+    LATENCY_RECORDED,
+    LATENCY_UNIFORM,
+    LATENCY_LOGNORMAL
+};
 
 struct latency_spec {
     enum latency_kind kind;

@@ -59,8 +59,8 @@ struct options {
 struct flag {
     const char *name;
     int takes_value;
-    const char **value; /* where a value goes */
-    int *boolean;       /* or: set to 1 */
+    const char **value;                                      /* where a value goes */
+    int *boolean;                                            /* or: set to 1 */
     int (*add)(struct options *o, const char *v, char *err); /* or: repeated, appended */
     const char *help;
 };
@@ -213,8 +213,8 @@ static int parse_flags(struct options *o, int argc, char **argv)
             if (strlen(flags[k].name) == nlen && strncmp(flags[k].name, name, nlen) == 0)
                 f = &flags[k];
         if (!f || !flag_allowed(o->command, f->name)) {
-            fprintf(stderr, "apisim %s: unknown option --%.*s (see apisim %s --help)\n",
-                    o->command, (int)nlen, name, o->command);
+            fprintf(stderr, "apisim %s: unknown option --%.*s (see apisim %s --help)\n", o->command,
+                    (int)nlen, name, o->command);
             return -1;
         }
         const char *value = NULL;
@@ -400,14 +400,12 @@ static int run_server(int argc, char **argv)
         else if (strcmp(o.on_miss, "record") == 0)
             on_miss = ON_MISS_RECORD;
         else {
-            fprintf(stderr,
-                    "apisim %s: --on-miss \"%s\": expected error, forward or record\n",
+            fprintf(stderr, "apisim %s: --on-miss \"%s\": expected error, forward or record\n",
                     o.command, o.on_miss);
             goto out;
         }
         if (on_miss != ON_MISS_ERROR && !o.upstream) {
-            fprintf(stderr, "apisim %s: --on-miss %s needs --upstream URL\n", o.command,
-                    o.on_miss);
+            fprintf(stderr, "apisim %s: --on-miss %s needs --upstream URL\n", o.command, o.on_miss);
             goto out;
         }
     }

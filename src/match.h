@@ -4,8 +4,8 @@
  * parameters sorted (ignored and redacted parameters left out), the body (JSON bodies
  * canonicalised: object keys sorted, whitespace dropped, ignored and redacted pointers
  * removed; other bodies as bytes) and the named headers. Two requests match when their keys
- * are equal. Keys are text: non-JSON bodies that are not UTF-8 appear as their length and a hex FNV-1a
- * digest.
+ * are equal. Keys are text: non-JSON bodies that are not UTF-8 appear as their length and a hex
+ * FNV-1a digest.
  *
  * Pure: no I/O, no logging.
  */

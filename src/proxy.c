@@ -18,7 +18,7 @@
 
 struct proxy {
     struct proxy_options opt;
-    char *base;          /* upstream without a trailing '/' */
+    char *base; /* upstream without a trailing '/' */
     /* DNS and TLS sessions shared by every thread's transfers (a TLS upstream resumes
      * sessions instead of full handshakes). Connections are deliberately not shared: on
      * a reused connection an upstream that writes head and body separately meets Nagle
@@ -42,21 +42,21 @@ struct transfer {
 
     int64_t start_mono;
     int status;
-    int headers_done;   /* the blank line after the final response head was seen */
-    int done;           /* curl finished (well or not) */
+    int headers_done; /* the blank line after the final response head was seen */
+    int done;         /* curl finished (well or not) */
     CURLcode result;
     int too_many_headers;
 
-    struct buf pending;  /* raw bytes received and not yet given to the client */
-    size_t pending_off;  /* bytes of pending already given */
+    struct buf pending; /* raw bytes received and not yet given to the client */
+    size_t pending_off; /* bytes of pending already given */
     int paused;
 
     struct codec *codec; /* decoder when the body is gzip/deflate */
     int codec_checked;   /* the response's Content-Encoding has been looked at */
     int decode_failed;
-    struct buf raw;      /* raw body as received (kept when it cannot be decoded) */
-    struct buf decoded;  /* decoded body */
-    int truncated;       /* the body passed max_record_body */
+    struct buf raw;     /* raw body as received (kept when it cannot be decoded) */
+    struct buf decoded; /* decoded body */
+    int truncated;      /* the body passed max_record_body */
     struct chunk *chunks;
     size_t nchunks, capchunks;
 
@@ -64,7 +64,7 @@ struct transfer {
     int64_t id;
     int64_t last_data_mono; /* when the upstream last sent something (stall detection) */
     int failure_logged;
-    char what[160];         /* "METHOD /path" for log lines, valid after ex is handed over */
+    char what[160]; /* "METHOD /path" for log lines, valid after ex is handed over */
 };
 
 int proxy_check_upstream(const char *url, char *err)
@@ -366,8 +366,7 @@ static char *failure_json(struct transfer *t, const char *cause)
     snprintf(msg, sizeof msg, "upstream unreachable: %s", cause);
     cJSON_AddStringToObject(o, "error", msg);
     cJSON_AddStringToObject(o, "cause", cause);
-    cJSON_AddStringToObject(o, "detail",
-                            t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
+    cJSON_AddStringToObject(o, "detail", t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
     cJSON_AddStringToObject(o, "upstream", t->px->base);
     out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -418,8 +417,7 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     if (!ex->session || !ex->source || !ex->method || !ex->path || !ex->query)
         goto oom;
     for (size_t i = 0; i < req->headers.n; i++)
-        if (headers_add(&ex->request_headers, req->headers.v[i].name, req->headers.v[i].value) <
-            0)
+        if (headers_add(&ex->request_headers, req->headers.v[i].name, req->headers.v[i].value) < 0)
             goto oom;
     if (req->body_len) {
         if (!(ex->request_body = malloc(req->body_len)))
@@ -582,9 +580,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
         size_t give = t->done ? avail : (avail > 1 ? avail - 1 : 0);
         if (t->done && t->result != CURLE_OK && !t->failure_logged) {
             t->failure_logged = 1;
-            log_msg(LOG_WARN, "%s: upstream failed mid-response (%s): %s; the client's "
-                    "response is cut short and stored as incomplete", t->what,
-                    failure_cause(t->result),
+            log_msg(LOG_WARN,
+                    "%s: upstream failed mid-response (%s): %s; the client's "
+                    "response is cut short and stored as incomplete",
+                    t->what, failure_cause(t->result),
                     t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
         }
         if (give > 0) {
@@ -610,8 +609,7 @@ static void stream_free(void *cls)
     struct transfer *t = cls;
     if (!t->done) {
         /* The client went away mid-stream: keep what arrived, marked incomplete. */
-        log_msg(LOG_WARN, "%s: client disconnected before the end; stored as incomplete",
-                t->what);
+        log_msg(LOG_WARN, "%s: client disconnected before the end; stored as incomplete", t->what);
     }
     finish(t, 0);
     transfer_free(t);

@@ -23,15 +23,15 @@
 struct proxy;
 
 struct proxy_options {
-    const char *upstream;           /* base URL, http or https, may carry a path prefix */
-    struct store *store;            /* where exchanges go (its writer must be running) */
-    const char *session;            /* session name */
+    const char *upstream; /* base URL, http or https, may carry a path prefix */
+    struct store *store;  /* where exchanges go (its writer must be running) */
+    const char *session;  /* session name */
     const struct redact_rules *redact;
     const struct match_rules *match; /* rules for the stored match_key column */
-    int64_t upstream_timeout_us;    /* connect + time to headers, and longest stall */
-    size_t max_record_body;         /* bodies larger than this are stored truncated */
-    int insecure;                   /* skip TLS certificate verification */
-    const char *source;             /* "record" (default) */
+    int64_t upstream_timeout_us;     /* connect + time to headers, and longest stall */
+    size_t max_record_body;          /* bodies larger than this are stored truncated */
+    int insecure;                    /* skip TLS certificate verification */
+    const char *source;              /* "record" (default) */
 };
 
 /* Check that url is an absolute http(s) URL with a host. Returns 0 or -1 with err. */

@@ -39,7 +39,7 @@ struct entry {
     int64_t delay_ms;
     int cut_short;     /* the upstream failed mid-body: cut the connection after the body */
     uint64_t cut_size; /* the Content-Length it had promised (0: unknown) */
-    int64_t reg; /* stubs: the registration it came with (a sequence shares one) */
+    int64_t reg;       /* stubs: the registration it came with (a sequence shares one) */
     /* Stubs keep their request side for miss reports. */
     char *method;
     char *path;
@@ -79,9 +79,9 @@ struct replay {
     /* The config's redaction rules plus those learnt from the recording: left out of keys. */
     struct redact_rules redact;
 
-    pthread_rwlock_t lock; /* guards the tables and entries lists */
-    struct table recorded; /* key -> recorded exchanges */
-    struct table stubs;    /* "METHOD path" -> stubs, latest group wins */
+    pthread_rwlock_t lock;  /* guards the tables and entries lists */
+    struct table recorded;  /* key -> recorded exchanges */
+    struct table stubs;     /* "METHOD path" -> stubs, latest group wins */
     struct entry **entries; /* every entry ever made, freed at the end */
     size_t nentries, capentries;
     size_t nrecorded;
@@ -227,8 +227,7 @@ static struct entry *entry_from_exchange(struct exchange *ex, int keep_body)
     e->cut_short = !ex->complete && ex->error != NULL;
     for (size_t i = 0; i < ex->response_headers.n; i++) {
         const struct header *h = &ex->response_headers.v[i];
-        if (e->cut_short && ascii_casecmp(h->name, "content-length") == 0 &&
-            !ex->response_encoding)
+        if (e->cut_short && ascii_casecmp(h->name, "content-length") == 0 && !ex->response_encoding)
             e->cut_size = strtoull(h->value, NULL, 10);
         /* The body is served decoded and framed by this server. */
         if (header_is_hop_by_hop(h->name) || ascii_casecmp(h->name, "content-length") == 0 ||
@@ -385,8 +384,7 @@ static int load_recording(struct replay *rp, char *err)
         ex->path = col_text(s, 2);
         ex->query = col_text(s, 3);
         ex->status = sqlite3_column_int(s, 5);
-        ex->response_encoding =
-            sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL : col_text(s, 7);
+        ex->response_encoding = sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL : col_text(s, 7);
         ex->ttfb_us = sqlite3_column_int64(s, 8);
         ex->delay_ms = sqlite3_column_int64(s, 9);
         ex->complete = sqlite3_column_int(s, 10);
@@ -475,8 +473,9 @@ static void learn_json(struct redact_rules *r, const cJSON *item, struct buf *pt
             if (!c->string || strcmp(c->string, "*") == 0 || buf_puts(ptr, "/") < 0)
                 continue;
             for (const char *k = c->string; *k; k++)
-                if ((*k == '~' ? buf_puts(ptr, "~0")
-                               : *k == '/' ? buf_puts(ptr, "~1") : buf_append(ptr, k, 1)) < 0)
+                if ((*k == '~'   ? buf_puts(ptr, "~0")
+                     : *k == '/' ? buf_puts(ptr, "~1")
+                                 : buf_append(ptr, k, 1)) < 0)
                     return;
         }
         learn_json(r, c, ptr, depth + 1);
@@ -526,8 +525,7 @@ static int learn_redactions(struct replay *rp, char *err)
         const char *hj = (const char *)sqlite3_column_text(s, 1);
         if (hj && exchange_headers_from_json(hj, (size_t)sqlite3_column_bytes(s, 1), &h) == 0)
             for (size_t i = 0; i < h.n && r->nheaders < REPLAY_LEARN_MAX; i++)
-                if (strcmp(h.v[i].value, REDACTED) == 0 &&
-                    !redact_is_secret_header(r, h.v[i].name))
+                if (strcmp(h.v[i].value, REDACTED) == 0 && !redact_is_secret_header(r, h.v[i].name))
                     redact_add_header(r, h.v[i].name);
         headers_free(&h);
         /* JSON body: the pointer of every "[REDACTED]" value. */
@@ -543,8 +541,10 @@ static int learn_redactions(struct replay *rp, char *err)
     }
     sqlite3_finalize(s);
     if (r->nquery || r->njson)
-        log_msg(LOG_DEBUG, "redacted in the recording, left out of match keys: %zu query "
-                "parameter(s), %zu JSON pointer(s)", r->nquery, r->njson);
+        log_msg(LOG_DEBUG,
+                "redacted in the recording, left out of match keys: %zu query "
+                "parameter(s), %zu JSON pointer(s)",
+                r->nquery, r->njson);
     return 0;
 }
 
@@ -1044,7 +1044,8 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
             cJSON_AddStringToObject(o, "method", best[i].method ? best[i].method : "");
             cJSON_AddStringToObject(o, "path", best[i].path ? best[i].path : "");
             for (int k = 0; k < best[i].nd; k++)
-                cJSON_AddItemToArray(d, cJSON_CreateString(best[i].diffs[k] ? best[i].diffs[k] : ""));
+                cJSON_AddItemToArray(d,
+                                     cJSON_CreateString(best[i].diffs[k] ? best[i].diffs[k] : ""));
             cJSON_AddItemToObject(o, "differences", d);
             cJSON_AddItemToArray(arr, o);
         } else {
@@ -1129,10 +1130,10 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     }
     /* One line on stderr says what missed and the closest thing there was. */
     const cJSON *first = cJSON_GetArrayItem(near, 0);
-    const cJSON *fd = first ? cJSON_GetArrayItem(cJSON_GetObjectItem(first, "differences"), 0)
-                            : NULL;
-    log_msg(LOG_WARN, "miss: %s %s%s%s (%s)%s%s%s", req->method, req->path, req->query[0] ? "?" : "",
-            req->query, why, first ? "; nearest differs in " : "",
+    const cJSON *fd =
+        first ? cJSON_GetArrayItem(cJSON_GetObjectItem(first, "differences"), 0) : NULL;
+    log_msg(LOG_WARN, "miss: %s %s%s%s (%s)%s%s%s", req->method, req->path,
+            req->query[0] ? "?" : "", req->query, why, first ? "; nearest differs in " : "",
             fd && cJSON_IsString(fd) ? fd->valuestring : "", "");
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -1189,7 +1190,8 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
                                .body_len = req->body_len};
 
     /* The quota fixture answers its endpoint before anything recorded. */
-    if (atomic_load(&rp->quota_active) && strcmp(req->method, "GET") == 0 && strcmp(req->path, "/api/oauth/usage") == 0) {
+    if (atomic_load(&rp->quota_active) && strcmp(req->method, "GET") == 0 &&
+        strcmp(req->path, "/api/oauth/usage") == 0) {
         pthread_mutex_lock(&rp->mu);
         int active = rp->quota != NULL;
         if (active)

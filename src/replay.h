@@ -27,12 +27,12 @@ enum on_miss { ON_MISS_ERROR, ON_MISS_FORWARD, ON_MISS_RECORD };
 struct proxy;
 
 struct replay_options {
-    struct store *store; /* the recording (NULL for mock: nothing recorded) */
-    const char *session; /* NULL: every session */
-    const struct config *config;       /* merged flags + --config; match, latency, routes */
+    struct store *store;         /* the recording (NULL for mock: nothing recorded) */
+    const char *session;         /* NULL: every session */
+    const struct config *config; /* merged flags + --config; match, latency, routes */
     enum sequence_end sequence_end;
     uint64_t seed;
-    const char *mode;    /* "replay" or "mock", reported by health */
+    const char *mode; /* "replay" or "mock", reported by health */
     enum on_miss on_miss;
     struct proxy *proxy; /* for ON_MISS_FORWARD / ON_MISS_RECORD */
     size_t journal_max;  /* entries kept (oldest dropped first); 0 for the default 10000 */
@@ -77,8 +77,6 @@ struct replay_stats {
 };
 void replay_stats(struct replay *rp, struct replay_stats *out);
 const char *replay_mode(const struct replay *rp);
-
-
 
 /* The quota fixture (quota.h) this server answers GET /api/oauth/usage with; NULL turns it
  * off. The replay takes ownership of q and frees the previous one. */

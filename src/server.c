@@ -6,11 +6,11 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdarg.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,8 +40,8 @@ struct server {
     struct timer_entry *heap; /* min-heap on deadline */
     size_t nheap, capheap;
 
-    atomic_long inflight; /* requests between arrival and completion */
-    atomic_long connections; /* client connections open now */
+    atomic_long inflight;      /* requests between arrival and completion */
+    atomic_long connections;   /* client connections open now */
     unsigned client_timeout_s; /* MHD's connection timeout (--client-timeout) */
 };
 
@@ -62,9 +62,9 @@ struct req_ctx {
     int too_many_headers;
     enum req_state state;
     struct server_response resp;
-    int stretched;      /* this request raised its connection's timeout (restored at the end) */
-    int64_t pace_start; /* monotonic µs when the first paced piece was due */
-    size_t pace_next;   /* index of the next chunk not yet released */
+    int stretched;       /* this request raised its connection's timeout (restored at the end) */
+    int64_t pace_start;  /* monotonic µs when the first paced piece was due */
+    size_t pace_next;    /* index of the next chunk not yet released */
     size_t pace_allowed; /* bytes released so far */
 };
 
@@ -228,8 +228,7 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
     struct req_ctx *ctx = cls;
     struct server_response *r = &ctx->resp;
     if (pos >= r->body_len)
-        return r->cut_short ? MHD_CONTENT_READER_END_WITH_ERROR
-                            : MHD_CONTENT_READER_END_OF_STREAM;
+        return r->cut_short ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
     int64_t now = now_mono_us();
     while (ctx->pace_next < r->nchunks) {
         const struct chunk *c = &r->chunks[ctx->pace_next];
@@ -262,8 +261,7 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
 /* libmicrohttpd's own messages. The requests it refuses by itself (a request line or head
  * beyond the connection's memory: 414, 431; bad chunked framing: 400) and the connection
  * limit are worth a warning; the rest (a client gone mid-send, ...) only with --verbose. */
-__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt,
-                                                             va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[1024];
@@ -321,20 +319,20 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
     struct server_response *r = &ctx->resp;
     struct MHD_Response *mr;
     if (r->reader) {
-        mr = MHD_create_response_from_callback(r->stream_size, 32 * 1024, r->reader,
-                                               r->reader_cls, r->reader_free);
+        mr = MHD_create_response_from_callback(r->stream_size, 32 * 1024, r->reader, r->reader_cls,
+                                               r->reader_free);
         if (mr) {
             r->reader_cls = NULL; /* MHD frees it now */
             r->reader_free = NULL;
         }
     } else if (r->cut_short || (r->nchunks > 1 && r->body_len > 0)) {
         ctx->pace_start = now_mono_us();
-        uint64_t size = r->cut_short && r->cut_size > r->body_len ? r->cut_size
-                                                                   : MHD_SIZE_UNKNOWN;
+        uint64_t size = r->cut_short && r->cut_size > r->body_len ? r->cut_size : MHD_SIZE_UNKNOWN;
         mr = MHD_create_response_from_callback(size, 32 * 1024, pace_reader, ctx, NULL);
     } else {
-        mr = MHD_create_response_from_buffer(
-            r->body_len, r->body, r->body_borrowed ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
+        mr = MHD_create_response_from_buffer(r->body_len, r->body,
+                                             r->body_borrowed ? MHD_RESPMEM_PERSISTENT
+                                                              : MHD_RESPMEM_MUST_FREE);
         if (mr && !r->body_borrowed)
             r->body = NULL; /* MHD frees it now */
     }
@@ -554,9 +552,8 @@ static void dispatch(struct req_ctx *ctx)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     struct req_ctx *ctx = *req_cls;
     (void)cls;
@@ -623,7 +620,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
         snprintf(err, APISIM_ERR_LEN, "--listen \"%s\": port must be a number 0..65535", listen);
         return -1;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *res = NULL;
     int gai = getaddrinfo(host, colon + 1, &hints, &res);
@@ -684,8 +682,8 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     pthread_cond_init(&srv->tcond, &ca);
     pthread_condattr_destroy(&ca);
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_SUPPRESS_DATE_NO_CLOCK |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = opt->threads ? opt->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
@@ -703,7 +701,9 @@ int server_start(struct server **out, const struct server_options *opt, char *er
         }
         srv->timer_running = 1;
     }
-    size_t mem = opt->max_header_bytes ? opt->max_header_bytes : 64 * 1024;
+    /* MHD clears a connection's whole pool between requests: its size is paid on every
+     * request, so it stays at MHD's own default (a request head above it gets 431). */
+    size_t mem = opt->max_header_bytes ? opt->max_header_bytes : 32 * 1024;
     /* A client that sends nothing for this long (half a request head, an idle keep-alive)
      * is disconnected; MHD counts in whole seconds. */
     int64_t ct = opt->client_timeout_us > 0 ? (opt->client_timeout_us + 999999) / 1000000 : 30;
@@ -712,16 +712,15 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     unsigned conn_limit = max_connections(opt) + max_connections(opt) / 8 + 16;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        mem,
         /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only
          * cuts connections past a margin above it. */
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        srv,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024,
-        threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, MHD_OPTION_END);
+        (unsigned)1024, threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads,
+        MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, APISIM_ERR_LEN,
                  "cannot listen on %s: %s (is the port in use? use --listen HOST:0 for a free "
@@ -753,7 +752,8 @@ void server_wait_for_signal(struct server *srv)
     sigaddset(&set, SIGTERM);
     int sig = 0;
     sigwait(&set, &sig);
-    log_msg(LOG_INFO, "%s received: finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    log_msg(LOG_INFO, "%s received: finishing in-flight requests",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
     /* Stop accepting, then let what is in flight finish (bounded). */
     MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
     if (lfd != MHD_INVALID_SOCKET)

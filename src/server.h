@@ -76,15 +76,15 @@ typedef int (*server_handler_fn)(void *app, struct server_request *req,
                                  struct server_response *resp);
 
 struct server_options {
-    const char *listen;          /* "HOST:PORT" */
-    int thread_per_connection;   /* record mode */
-    size_t max_body;             /* request body cap (413 beyond) */
-    size_t max_header_bytes;     /* per-connection memory for the request head (431 beyond) */
-    unsigned max_connections;    /* 503 beyond */
-    int64_t client_timeout_us;   /* idle client connections are closed after this (0: 30 s) */
-    unsigned threads;            /* thread pool size (0: number of cores) */
-    const char *admin_token;     /* NULL: control API for loopback clients only */
-    server_handler_fn handle;    /* the mode's handler */
+    const char *listen;             /* "HOST:PORT" */
+    int thread_per_connection;      /* record mode */
+    size_t max_body;                /* request body cap (413 beyond) */
+    size_t max_header_bytes;        /* per-connection memory for the request head (431 beyond) */
+    unsigned max_connections;       /* 503 beyond */
+    int64_t client_timeout_us;      /* idle client connections are closed after this (0: 30 s) */
+    unsigned threads;               /* thread pool size (0: number of cores) */
+    const char *admin_token;        /* NULL: control API for loopback clients only */
+    server_handler_fn handle;       /* the mode's handler */
     server_handler_fn handle_admin; /* the control API (paths under /__apisim/) */
     void *app;                      /* handle's first argument */
     void *admin_app;                /* handle_admin's first argument */

@@ -25,10 +25,10 @@
 /* One exchange waiting for the writer. */
 struct write_item {
     struct exchange *ex;
-    int wait;      /* a thread blocks in store_submit until done */
-    int done;      /* set by the writer under the store's mutex */
-    int rc;        /* 0 stored, -1 failed */
-    int64_t id;    /* rowid given to the exchange */
+    int wait;   /* a thread blocks in store_submit until done */
+    int done;   /* set by the writer under the store's mutex */
+    int rc;     /* 0 stored, -1 failed */
+    int64_t id; /* rowid given to the exchange */
     struct write_item *next;
 };
 
@@ -39,10 +39,10 @@ struct reader {
 };
 
 struct store {
-    char *path;   /* as given */
-    char *uri;    /* what connections open: the file, or a shared in-memory database */
+    char *path; /* as given */
+    char *uri;  /* what connections open: the file, or a shared in-memory database */
     int open_flags;
-    sqlite3 *db;  /* store_open()'s connection; keeps an in-memory database alive */
+    sqlite3 *db; /* store_open()'s connection; keeps an in-memory database alive */
 
     pthread_mutex_t mu;
     pthread_cond_t cond_work; /* the writer waits for items */
@@ -83,8 +83,8 @@ static int configure_connection(sqlite3 *db, int is_file, char *err, const char 
     /* WAL lets replay readers and the recorder's writer work side by side, and a killed
      * process leaves a valid database. NORMAL sync is durable across process crashes. */
     char *msg = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                     &msg) != SQLITE_OK) {
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
+        SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", path, msg ? msg : "cannot configure");
         sqlite3_free(msg);
         return -1;
@@ -180,8 +180,9 @@ static char *read_dump(const char *path, char *err)
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (buf_append(&b, chunk, n) < 0) {
-            snprintf(err, APISIM_ERR_LEN, "%s: text dump larger than 1 GiB; convert it with "
-                                          "`sqlite3 rec.db < FILE.sql` and use the .db file",
+            snprintf(err, APISIM_ERR_LEN,
+                     "%s: text dump larger than 1 GiB; convert it with "
+                     "`sqlite3 rec.db < FILE.sql` and use the .db file",
                      path);
             goto out;
         }
@@ -245,8 +246,8 @@ int store_open(struct store **out, const char *path, int flags, char *err)
         snprintf(uri, sizeof uri, "file:apisim-%ld-%u?mode=memory&cache=shared", (long)getpid(),
                  atomic_fetch_add(&memdb_counter, 1));
         st->uri = strdup(uri);
-        st->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
-                         SQLITE_OPEN_NOMUTEX;
+        st->open_flags =
+            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
     } else {
         struct stat sb;
         if (!(flags & STORE_CREATE) && stat(path, &sb) != 0) {
@@ -366,8 +367,9 @@ int store_read_body(struct store *st, int64_t id, unsigned char **out, size_t *l
     int rc = -1;
     if (!r)
         return -1;
-    if (!r->body && sqlite3_prepare_v3(r->db, "SELECT response_body FROM exchanges WHERE id = ?",
-                                       -1, SQLITE_PREPARE_PERSISTENT, &r->body, NULL) != SQLITE_OK) {
+    if (!r->body &&
+        sqlite3_prepare_v3(r->db, "SELECT response_body FROM exchanges WHERE id = ?", -1,
+                           SQLITE_PREPARE_PERSISTENT, &r->body, NULL) != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
         return -1;
     }
@@ -715,7 +717,8 @@ static void failure_hint(sqlite3 *db, char *out, size_t n)
 static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch)
 {
     if (!st->locked_out)
-        log_msg(LOG_ERROR, "database %s is locked by another process: exchanges are held in "
+        log_msg(LOG_ERROR,
+                "database %s is locked by another process: exchanges are held in "
                 "memory (up to %d) and stored once it is released (still forwarding)",
                 st->path, STORE_MAX_HELD);
     st->locked_out = 1;
@@ -761,8 +764,10 @@ static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch
         it = next;
     }
     if (dropped)
-        log_msg(LOG_ERROR, "database %s: still locked with %d exchanges held: %zu of %zu "
-                "newer one(s) not stored", st->path, STORE_MAX_HELD, dropped, nbatch);
+        log_msg(LOG_ERROR,
+                "database %s: still locked with %d exchanges held: %zu of %zu "
+                "newer one(s) not stored",
+                st->path, STORE_MAX_HELD, dropped, nbatch);
     pthread_cond_broadcast(&st->cond_done);
 }
 
@@ -812,15 +817,18 @@ static void *writer_main(void *arg)
             continue; /* with st->mu held */
         }
         if (ok && st->locked_out) {
-            log_msg(LOG_WARN, "database %s is writable again: storing the exchanges held "
-                    "meanwhile", st->path);
+            log_msg(LOG_WARN,
+                    "database %s is writable again: storing the exchanges held "
+                    "meanwhile",
+                    st->path);
             st->locked_out = 0;
         }
         if (!ok) {
             failure_hint(st->wdb, why, sizeof why);
-            log_msg(LOG_ERROR, "database %s: cannot begin a transaction: %s%s; %zu "
-                    "exchange(s) not stored (still forwarding)", st->path,
-                    sqlite3_errmsg(st->wdb), why, nbatch);
+            log_msg(LOG_ERROR,
+                    "database %s: cannot begin a transaction: %s%s; %zu "
+                    "exchange(s) not stored (still forwarding)",
+                    st->path, sqlite3_errmsg(st->wdb), why, nbatch);
         }
         int aborted = 0; /* SQLite rolled the whole transaction back on its own */
         for (struct write_item *it = batch; it; it = it->next) {
@@ -845,14 +853,18 @@ static void *writer_main(void *arg)
             }
         }
         if (ok && aborted) {
-            log_msg(LOG_ERROR, "database %s: the transaction was rolled back: %zu exchange(s) "
-                    "not stored (still forwarding)", st->path, nbatch);
+            log_msg(LOG_ERROR,
+                    "database %s: the transaction was rolled back: %zu exchange(s) "
+                    "not stored (still forwarding)",
+                    st->path, nbatch);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
         } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
             failure_hint(st->wdb, why, sizeof why);
-            log_msg(LOG_ERROR, "database %s: commit failed: %s%s; %zu exchange(s) not stored "
-                    "(still forwarding)", st->path, sqlite3_errmsg(st->wdb), why, nbatch);
+            log_msg(LOG_ERROR,
+                    "database %s: commit failed: %s%s; %zu exchange(s) not stored "
+                    "(still forwarding)",
+                    st->path, sqlite3_errmsg(st->wdb), why, nbatch);
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
@@ -885,8 +897,8 @@ int store_writer_start(struct store *st, char *err)
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
         for (int i = 0; i < 3; i++)
-        sqlite3_finalize(st->wcache[i]);
-    sqlite3_close(st->wdb);
+            sqlite3_finalize(st->wcache[i]);
+        sqlite3_close(st->wdb);
         st->wdb = NULL;
         return -1;
     }

@@ -160,9 +160,9 @@ void headers_free(struct headers *h)
 
 int header_is_hop_by_hop(const char *name)
 {
-    static const char *const hop[] = {"connection",          "keep-alive", "proxy-connection",
-                                      "transfer-encoding",   "te",         "trailer",
-                                      "upgrade",             "proxy-authenticate"};
+    static const char *const hop[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "te",         "trailer",    "upgrade",          "proxy-authenticate"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (ascii_casecmp(name, hop[i]) == 0)
             return 1;

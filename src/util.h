@@ -45,8 +45,7 @@ struct headers {
 
 /* Append a copy of name and value. Returns 0 or -1 (out of memory). */
 int headers_add(struct headers *h, const char *name, const char *value);
-int headers_addn(struct headers *h, const char *name, size_t nlen, const char *value,
-                 size_t vlen);
+int headers_addn(struct headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* The value of the first header named name (case-insensitive), or NULL. */
 const char *headers_get(const struct headers *h, const char *name);
 /* Remove every header named name (case-insensitive). */
