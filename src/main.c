@@ -295,9 +295,7 @@ static int build_config(struct options *o)
             fprintf(stderr, "apisim %s: --match: %s\n", o->command, err);
             goto out;
         }
-        if (!o->cfg.has_match) {
-            o->cfg.has_match = 1;
-        }
+        o->cfg.has_match = 1;
         o->cfg.match.fields = fields;
     }
     if (flags_cfg.has_match) {

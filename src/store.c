@@ -77,7 +77,6 @@ static int ends_with(const char *s, const char *suffix)
 /* Apply connection settings every connection needs. */
 static int configure_connection(sqlite3 *db, int is_file, char *err, const char *path)
 {
-    sqlite3_busy_timeout(db, 5000);
     if (!is_file)
         return 0;
     /* WAL lets replay readers and the recorder's writer work side by side, and a killed
