@@ -10,19 +10,7 @@
 /* Table rows leave trailing fields out on purpose (they are zero). */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
-
-#define N(a) (sizeof(a) / sizeof((a)[0]))
+#include "check.h"
 
 /* A request as a case writes it. body_len 0 means strlen(body). */
 struct req {
