@@ -311,129 +311,35 @@ static int index_exchange(struct replay *rp, struct exchange *ex, int keep_body,
     return 0;
 }
 
-static char *col_text(sqlite3_stmt *s, int i)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    return xstrndup(t ? (const char *)t : "", (size_t)sqlite3_column_bytes(s, i));
-}
+struct load_state {
+    struct replay *rp;
+    size_t budget; /* bytes of bodies kept in memory so far */
+    char *err;
+};
 
-static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+/* store_scan()'s callback: index one exchange, keeping its body while the budget lasts. */
+static int load_one(void *cls, struct exchange *ex)
 {
-    *len = (size_t)sqlite3_column_bytes(s, i);
-    if (sqlite3_column_type(s, i) == SQLITE_NULL || *len == 0)
-        return NULL;
-    unsigned char *p = malloc(*len);
-    if (p)
-        memcpy(p, sqlite3_column_blob(s, i), *len);
-    return p;
-}
-
-/* Read one exchange's chunks with a statement prepared once for the whole load. */
-static int load_chunks(sqlite3_stmt *c, struct exchange *ex)
-{
-    size_t cap = 0;
-    sqlite3_reset(c);
-    sqlite3_bind_int64(c, 1, ex->id);
-    while (sqlite3_step(c) == SQLITE_ROW) {
-        if (ex->nchunks == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct chunk *v = realloc(ex->chunks, cap * sizeof *v);
-            if (!v)
-                return -1;
-            ex->chunks = v;
-        }
-        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(c, 0);
-        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(c, 1);
-        ex->nchunks++;
+    struct load_state *ls = cls;
+    int keep = ex->response_body || ex->response_body_len == 0;
+    if (ex->response_body && ls->budget + ex->response_body_len > REPLAY_BODY_BUDGET) {
+        free(ex->response_body); /* over budget: read when served */
+        ex->response_body = NULL;
+        keep = 0;
     }
-    return 0;
+    if (ex->response_body)
+        ls->budget += ex->response_body_len;
+    int rc = index_exchange(ls->rp, ex, keep, ls->err);
+    exchange_free(ex);
+    return rc;
 }
 
-/* Index every exchange of the session. One pass, one statement: only the columns the index
- * needs, and a response body only when it is small enough to keep (the rest are read when
- * served), so start-up does not read a large recording's bodies. */
+/* Index every exchange of the session in one pass; bodies up to REPLAY_KEEP_BODY_MAX are
+ * kept in memory (within the budget), the rest read when served. */
 static int load_recording(struct replay *rp, char *err)
 {
-    static const char sql[] =
-        "SELECT id, method, path, query, request_headers, status, response_headers, "
-        "response_encoding, ttfb_us, delay_ms, complete, error, response_size, "
-        "request_body, CASE WHEN response_size <= ?2 THEN response_body END "
-        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
-    sqlite3 *db = store_db(rp->opt.store);
-    sqlite3_stmt *s = NULL, *c = NULL;
-    int rc = -1;
-    size_t budget = 0;
-    if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
-                           -1, &c, NULL) != SQLITE_OK) {
-        snprintf(err, APISIM_ERR_LEN, "database %s: %s", store_path(rp->opt.store),
-                 sqlite3_errmsg(db));
-        goto out;
-    }
-    if (rp->opt.session)
-        sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, REPLAY_KEEP_BODY_MAX);
-    int step;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        struct exchange *ex = exchange_new();
-        if (!ex)
-            goto oom;
-        ex->id = sqlite3_column_int64(s, 0);
-        ex->method = col_text(s, 1);
-        ex->path = col_text(s, 2);
-        ex->query = col_text(s, 3);
-        ex->status = sqlite3_column_int(s, 5);
-        ex->response_encoding = sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL : col_text(s, 7);
-        ex->ttfb_us = sqlite3_column_int64(s, 8);
-        ex->delay_ms = sqlite3_column_int64(s, 9);
-        ex->complete = sqlite3_column_int(s, 10);
-        ex->error = sqlite3_column_type(s, 11) == SQLITE_NULL ? NULL : col_text(s, 11);
-        /* response_size says how big a body is without reading it (length() reads TEXT). */
-        size_t len = (size_t)sqlite3_column_int64(s, 12);
-        ex->request_body = col_blob(s, 13, &ex->request_body_len);
-        int keep = sqlite3_column_type(s, 14) == SQLITE_NULL
-                       ? len == 0
-                       : budget + (size_t)sqlite3_column_bytes(s, 14) <= REPLAY_BODY_BUDGET;
-        if (keep) {
-            ex->response_body = col_blob(s, 14, &ex->response_body_len);
-            budget += ex->response_body_len;
-        } else {
-            ex->response_body_len = len;
-        }
-        if (!ex->method || !ex->path || !ex->query ||
-            exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
-                                       (size_t)sqlite3_column_bytes(s, 4),
-                                       &ex->request_headers) < 0 ||
-            exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
-                                       (size_t)sqlite3_column_bytes(s, 6),
-                                       &ex->response_headers) < 0 ||
-            load_chunks(c, ex) < 0) {
-            snprintf(err, APISIM_ERR_LEN,
-                     "database %s: exchange %lld is unreadable (headers not a JSON array of "
-                     "[name, value], or out of memory)",
-                     store_path(rp->opt.store), (long long)ex->id);
-            exchange_free(ex);
-            goto out;
-        }
-        int r = index_exchange(rp, ex, keep, err);
-        exchange_free(ex);
-        if (r < 0)
-            goto out;
-    }
-    if (step != SQLITE_DONE) {
-        snprintf(err, APISIM_ERR_LEN, "database %s: %s", store_path(rp->opt.store),
-                 sqlite3_errmsg(db));
-        goto out;
-    }
-    rc = 0;
-    goto out;
-oom:
-    snprintf(err, APISIM_ERR_LEN, "out of memory loading %s", store_path(rp->opt.store));
-out:
-    sqlite3_finalize(s);
-    sqlite3_finalize(c);
-    return rc;
+    struct load_state ls = {.rp = rp, .err = err};
+    return store_scan(rp->opt.store, rp->opt.session, REPLAY_KEEP_BODY_MAX, load_one, &ls, err);
 }
 
 /* ---- redaction learnt from the recording -------------------------------------------------- */

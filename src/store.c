@@ -600,6 +600,30 @@ static unsigned char *column_bytes_dup(sqlite3_stmt *s, int i, size_t *len)
     return out;
 }
 
+/* Read ex's chunks with c ("SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER
+ * BY idx", prepared by the caller, reset here). Returns SQLITE_DONE, SQLITE_NOMEM or the
+ * failing step's code. */
+static int read_chunks(sqlite3_stmt *c, struct exchange *ex)
+{
+    size_t cap = 0;
+    int step;
+    sqlite3_reset(c);
+    sqlite3_bind_int64(c, 1, ex->id);
+    while ((step = sqlite3_step(c)) == SQLITE_ROW) {
+        if (ex->nchunks == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct chunk *v = realloc(ex->chunks, cap * sizeof *v);
+            if (!v)
+                return SQLITE_NOMEM;
+            ex->chunks = v;
+        }
+        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(c, 0);
+        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(c, 1);
+        ex->nchunks++;
+    }
+    return step;
+}
+
 int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err)
 {
     static const char sql[] =
@@ -655,20 +679,9 @@ int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err
                            "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
                            -1, &s, NULL) != SQLITE_OK)
         goto fail;
-    sqlite3_bind_int64(s, 1, id);
-    size_t cap = 0;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        if (ex->nchunks == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct chunk *c = realloc(ex->chunks, cap * sizeof *c);
-            if (!c)
-                goto oom;
-            ex->chunks = c;
-        }
-        ex->chunks[ex->nchunks].offset_us = sqlite3_column_int64(s, 0);
-        ex->chunks[ex->nchunks].size = (size_t)sqlite3_column_int64(s, 1);
-        ex->nchunks++;
-    }
+    step = read_chunks(s, ex);
+    if (step == SQLITE_NOMEM)
+        goto oom;
     if (step != SQLITE_DONE)
         goto fail;
     *out = ex;
@@ -768,6 +781,78 @@ static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch
                 "newer one(s) not stored",
                 st->path, STORE_MAX_HELD, dropped, nbatch);
     pthread_cond_broadcast(&st->cond_done);
+}
+
+int store_scan(struct store *st, const char *session, size_t body_max,
+               int (*fn)(void *ctx, struct exchange *ex), void *ctx, char *err)
+{
+    /* Only what an index needs; response_size tells a body's size without reading it
+     * (length() reads a TEXT value whole), so large bodies are never read here. */
+    static const char sql[] =
+        "SELECT id, method, path, query, request_headers, status, response_headers, "
+        "response_encoding, ttfb_us, delay_ms, complete, error, response_size, "
+        "request_body, CASE WHEN response_size <= ?2 THEN response_body END "
+        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
+    sqlite3_stmt *s = NULL, *c = NULL;
+    int rc = -1, step;
+    if (sqlite3_prepare_v2(st->db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
+                           -1, &c, NULL) != SQLITE_OK)
+        goto fail;
+    if (session)
+        sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)body_max);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct exchange *ex = exchange_new();
+        if (!ex)
+            goto oom;
+        ex->id = sqlite3_column_int64(s, 0);
+        ex->method = column_dup(s, 1);
+        ex->path = column_dup(s, 2);
+        ex->query = column_dup(s, 3);
+        ex->status = sqlite3_column_int(s, 5);
+        ex->response_encoding = column_dup(s, 7);
+        ex->ttfb_us = sqlite3_column_int64(s, 8);
+        ex->delay_ms = sqlite3_column_int64(s, 9);
+        ex->complete = sqlite3_column_int(s, 10);
+        ex->error = column_dup(s, 11);
+        ex->request_body = column_bytes_dup(s, 13, &ex->request_body_len);
+        if (sqlite3_column_type(s, 14) != SQLITE_NULL)
+            ex->response_body = column_bytes_dup(s, 14, &ex->response_body_len);
+        else
+            ex->response_body_len = (size_t)sqlite3_column_int64(s, 12);
+        if (!ex->method || !ex->path || !ex->query ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
+                                       (size_t)sqlite3_column_bytes(s, 4),
+                                       &ex->request_headers) < 0 ||
+            exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
+                                       (size_t)sqlite3_column_bytes(s, 6),
+                                       &ex->response_headers) < 0 ||
+            read_chunks(c, ex) != SQLITE_DONE) {
+            snprintf(err, APISIM_ERR_LEN,
+                     "database %s: exchange %lld is unreadable (headers not a JSON array of "
+                     "[name, value], or out of memory)",
+                     st->path, (long long)ex->id);
+            exchange_free(ex);
+            goto out;
+        }
+        if (fn(ctx, ex) < 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory reading %s", st->path);
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(c);
+    return rc;
 }
 
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
