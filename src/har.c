@@ -861,35 +861,47 @@ out:
 }
 
 /* apisim's own extension object, present in HAR files apisim wrote. */
-static int apisim_extra_in(const cJSON *x, struct exchange *ex, char *err)
+/* The fields apisim adds beyond HAR, shared by HAR's "_apisim" object and JSONL lines:
+ * ttfb_us, duration_us, delay_ms and complete (each optional). where names the object in
+ * messages ("" for the top level). Returns 0 or -1 with err. */
+static int extras_in(const cJSON *o, const char *where, struct exchange *ex, char *err)
 {
-    int rc = -1;
+    int rc = -1, present;
     double v;
-    int present;
-    const char *s;
-    if (!x || cJSON_IsNull(x))
-        return 0;
-    if (!cJSON_IsObject(x))
-        FAIL("_apisim is %s, not an object", json_kind(x));
-    if (get_number(x, "ttfb_us", "_apisim", 0, 0, 9e15, &v, &present, err) < 0)
+    if (get_number(o, "ttfb_us", where, 0, 0, 9e15, &v, &present, err) < 0)
         goto out;
     if (present)
         ex->ttfb_us = (int64_t)v;
-    if (get_number(x, "duration_us", "_apisim", 0, 0, 9e15, &v, &present, err) < 0)
+    if (get_number(o, "duration_us", where, 0, 0, 9e15, &v, &present, err) < 0)
         goto out;
     if (present)
         ex->duration_us = (int64_t)v;
-    if (get_number(x, "delay_ms", "_apisim", 0, 0, 9e12, &v, &present, err) < 0)
+    if (get_number(o, "delay_ms", where, 0, 0, 9e12, &v, &present, err) < 0)
         goto out;
     if (present)
         ex->delay_ms = (int64_t)v;
-    const cJSON *c = member(x, "complete");
+    const cJSON *c = member(o, "complete");
     if (cJSON_IsBool(c))
         ex->complete = cJSON_IsTrue(c);
     else if (cJSON_IsNumber(c) && (c->valuedouble == 0 || c->valuedouble == 1))
         ex->complete = c->valuedouble == 1;
     else if (c && !cJSON_IsNull(c))
-        FAIL("_apisim.complete is %s, not 0 or 1", json_kind(c));
+        FAIL("%s%scomplete is %s, not 0 or 1", where, where[0] ? "." : "", json_kind(c));
+    rc = 0;
+out:
+    return rc;
+}
+
+static int apisim_extra_in(const cJSON *x, struct exchange *ex, char *err)
+{
+    int rc = -1;
+    const char *s;
+    if (!x || cJSON_IsNull(x))
+        return 0;
+    if (!cJSON_IsObject(x))
+        FAIL("_apisim is %s, not an object", json_kind(x));
+    if (extras_in(x, "_apisim", ex, err) < 0)
+        goto out;
     if (get_string(x, "error", "_apisim", 0, &s, err) < 0)
         goto out;
     if (s && strlen(s) > HAR_MAX_SHORT_TEXT)
@@ -1282,25 +1294,8 @@ int har_jsonl_to_exchange(const cJSON *obj, const struct har_limits *lim, struct
         goto out;
     if (ex->response_encoding && !valid_token(ex->response_encoding, 64))
         FAIL("response_encoding \"%.64s\" is not an encoding name", ex->response_encoding);
-    if (get_number(obj, "ttfb_us", "", 0, 0, 9e15, &v, &present, err) < 0)
+    if (extras_in(obj, "", ex, err) < 0)
         goto out;
-    if (present)
-        ex->ttfb_us = (int64_t)v;
-    if (get_number(obj, "duration_us", "", 0, 0, 9e15, &v, &present, err) < 0)
-        goto out;
-    if (present)
-        ex->duration_us = (int64_t)v;
-    if (get_number(obj, "delay_ms", "", 0, 0, 9e12, &v, &present, err) < 0)
-        goto out;
-    if (present)
-        ex->delay_ms = (int64_t)v;
-    const cJSON *c = member(obj, "complete");
-    if (cJSON_IsBool(c))
-        ex->complete = cJSON_IsTrue(c);
-    else if (cJSON_IsNumber(c) && (c->valuedouble == 0 || c->valuedouble == 1))
-        ex->complete = c->valuedouble == 1;
-    else if (c && !cJSON_IsNull(c))
-        FAIL("complete is %s, not 0 or 1", json_kind(c));
     if (chunks_in(member(obj, "chunks"), "chunks", ex, err) < 0)
         goto out;
     *out_ex = ex;
