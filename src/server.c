@@ -42,6 +42,7 @@ struct server {
 
     atomic_long inflight;      /* requests between arrival and completion */
     atomic_long connections;   /* client connections open now */
+    atomic_int draining;       /* a signal came: new connections are closed at once */
     unsigned client_timeout_s; /* MHD's connection timeout (--client-timeout) */
 };
 
@@ -468,6 +469,16 @@ static int is_token(const char *s)
 }
 
 /* Counts open connections, for the --max-connections answer (503). */
+/* MHD's accept policy: once draining, a new connection is closed as soon as it is
+ * accepted, as MHD_quiesce_daemon() would have refused it. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    const struct server *srv = cls;
+    return atomic_load(&srv->draining) ? MHD_NO : MHD_YES;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -711,7 +722,7 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     srv->client_timeout_s = client_timeout_s;
     unsigned conn_limit = max_connections(opt) + max_connections(opt) / 8 + 16;
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         mem,
@@ -754,10 +765,11 @@ void server_wait_for_signal(struct server *srv)
     sigwait(&set, &sig);
     log_msg(LOG_INFO, "%s received: finishing in-flight requests",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
-    /* Stop accepting, then let what is in flight finish (bounded). */
-    MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
+    /* Stop taking connections, then let what is in flight finish (bounded).
+     * MHD_quiesce_daemon() is not used: in 0.9.75 it races an epoll worker thread
+     * removing the same listen socket and aborts the process ("Failed to remove
+     * listen FD from epoll set"). The accept policy closes new connections instead. */
+    atomic_store(&srv->draining, 1);
     int64_t deadline = now_mono_us() + SERVER_DRAIN_TIMEOUT_US;
     while (atomic_load(&srv->inflight) > 0 && now_mono_us() < deadline) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};

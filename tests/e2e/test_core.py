@@ -366,6 +366,11 @@ def test_sigterm_lets_an_inflight_exchange_finish(apisim, upstream, db_path):
         r=curl(rec.url + "/slow?ms=700", check=False)))
     t.start()
     wait_until(lambda: upstream.received_for("/slow"), 5, what="upstream to receive /slow")
+    rec.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "SIGTERM received" in rec.stderr_text(), 5, what="the SIGTERM log line")
+    # Draining: a new connection is not served (it would otherwise be cut mid-answer).
+    late = curl(rec.url + "/json", timeout=5, check=False)
+    assert late.status == 0 and late.exit_code != 0, f"served while draining: {late.status}"
     stopped = rec.stop(signal.SIGTERM)
     t.join(10)
     assert stopped.rc == 0, stopped
