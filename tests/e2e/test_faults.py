@@ -42,7 +42,12 @@ CAUSES = {
 
 class RawUpstream:
     """A TCP server on 127.0.0.1:0 whose every connection is handled by `handler(sock)` in a
-    thread: for upstreams that misbehave in ways http.server cannot (half a body, a stall)."""
+    thread: for upstreams that misbehave in ways http.server cannot (half a body, a stall).
+
+    close() wakes every thread with shutdown() and joins it before closing any socket: a
+    socket closed under a thread that is about to accept() or recv() on it lets that thread
+    use the fd number after it is reused (by the next test's upstream, whose connections it
+    would then steal)."""
 
     def __init__(self, handler):
         self.handler = handler
@@ -52,7 +57,10 @@ class RawUpstream:
         self.connections = 0
         self.stop_event = threading.Event()
         self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads = []
+        self._lock = threading.Lock()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self):
         while not self.stop_event.is_set():
@@ -60,9 +68,15 @@ class RawUpstream:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections += 1
-            self.conns.append(c)
-            threading.Thread(target=self._run, args=(c,), daemon=True).start()
+            with self._lock:
+                if self.stop_event.is_set():
+                    c.close()
+                    return
+                self.connections += 1
+                self.conns.append(c)
+                t = threading.Thread(target=self._run, args=(c,), daemon=True)
+                self.threads.append(t)
+            t.start()
 
     def _run(self, c):
         try:
@@ -72,12 +86,23 @@ class RawUpstream:
 
     def close(self):
         self.stop_event.set()
-        self.sock.close()
-        for c in self.conns:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # a blocked accept() returns EINVAL
+        except OSError:
+            pass
+        self._acceptor.join(10)
+        with self._lock:
+            conns, threads = list(self.conns), list(self.threads)
+        for c in conns:
             try:
-                c.close()
+                c.shutdown(socket.SHUT_RDWR)  # a blocked recv() returns b""
             except OSError:
                 pass
+        for t in threads:
+            t.join(10)
+        self.sock.close()
+        for c in conns:
+            c.close()
 
     def __enter__(self):
         return self
