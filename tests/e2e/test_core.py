@@ -380,6 +380,29 @@ def test_sigterm_lets_an_inflight_exchange_finish(apisim, upstream, db_path):
     assert row["status"] == 200 and row["response_body"] == '{"slept_ms": 700}'
 
 
+def test_sigterm_in_replay_drains_delayed_requests_and_takes_no_new_ones(apisim, upstream,
+                                                                         db_path):
+    """Replay's thread pool: a request held by --latency finishes after SIGTERM, a new
+    connection is not served, and the exit is clean (libmicrohttpd's quiesce raced here)."""
+    _record(apisim, upstream, db_path, ["/json"])
+    upstream.stop()
+    rep = apisim("replay", "--db", db_path, "--latency", "fixed:700ms", "--threads", "2")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=curl(rep.url + "/json", check=False)))
+    t.start()
+    wait_until(lambda: curl(rep.url + "/__apisim/requests/count?path=/json").json()["count"],
+               5, what="the delayed request in the journal")
+    assert "r" not in result, "answered before its 700 ms delay"
+    rep.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "SIGTERM received" in rep.stderr_text(), 5, what="the SIGTERM log line")
+    late = curl(rep.url + "/json", timeout=5, check=False)
+    assert late.status == 0 and late.exit_code != 0, f"served while draining: {late.status}"
+    stopped = rep.stop()
+    t.join(10)
+    assert stopped.rc == 0, stopped
+    assert result["r"].status == 200 and result["r"].body == U.JSON_BODY, result["r"]
+
+
 def test_ls_lists_every_exchange(apisim, upstream, db_path):
     _record(apisim, upstream, db_path, ["/json", "/status/404"], "--session", "alpha")
     rec = apisim("record", "--upstream", upstream.url, "--db", db_path, "--session", "beta")
