@@ -468,7 +468,6 @@ static int is_token(const char *s)
     return 1;
 }
 
-/* Counts open connections, for the --max-connections answer (503). */
 /* MHD's accept policy: once draining, a new connection is closed as soon as it is
  * accepted, as MHD_quiesce_daemon() would have refused it. */
 static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
@@ -479,6 +478,7 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return atomic_load(&srv->draining) ? MHD_NO : MHD_YES;
 }
 
+/* Counts open connections, for the --max-connections answer (503). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
