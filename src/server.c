@@ -763,13 +763,14 @@ void server_wait_for_signal(struct server *srv)
     sigaddset(&set, SIGTERM);
     int sig = 0;
     sigwait(&set, &sig);
-    log_msg(LOG_INFO, "%s received: finishing in-flight requests",
-            sig == SIGINT ? "SIGINT" : "SIGTERM");
     /* Stop taking connections, then let what is in flight finish (bounded).
      * MHD_quiesce_daemon() is not used: in 0.9.75 it races an epoll worker thread
      * removing the same listen socket and aborts the process ("Failed to remove
-     * listen FD from epoll set"). The accept policy closes new connections instead. */
+     * listen FD from epoll set"). The accept policy closes new connections instead.
+     * Set before the log line, which tells watchers the drain has begun. */
     atomic_store(&srv->draining, 1);
+    log_msg(LOG_INFO, "%s received: finishing in-flight requests",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
     int64_t deadline = now_mono_us() + SERVER_DRAIN_TIMEOUT_US;
     while (atomic_load(&srv->inflight) > 0 && now_mono_us() < deadline) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
