@@ -453,8 +453,10 @@ def test_sse_stays_live_through_record(apisim, upstream, db_path):
             if first_at is None and b"data: " in buf:
                 first_at = time.monotonic()
     assert buf.count(b"data: ") == 3, f"stream through record: {buf!r}"
-    sent = [t for _, t in upstream.sse_sent]
-    assert len(sent) == 3
+    # The upstream notes an event's time after writing it: the client can read the last
+    # event before the note is made.
+    sent = wait_until(lambda: len(upstream.sse_sent) == 3 and [t for _, t in upstream.sse_sent],
+                      5, what="the upstream to note its 3 events")
     # The first event reaches the client while the upstream is still producing the rest
     # (the last one is sent 600 ms after the first).
     assert first_at < sent[-1] - 0.2, (
