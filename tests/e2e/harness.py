@@ -14,6 +14,7 @@ anything else through wait_until() with a deadline.
     query_db(path, sql, *params)      rows from a SQLite file
 """
 
+import http.client
 import json
 import os
 import queue
@@ -203,6 +204,20 @@ class ApisimProcess:
 
     def __exit__(self, *exc):
         self.kill()
+
+
+def timed_get(base_url, path, timeout=15):
+    """GET on a fresh connection: (status, body, seconds from sending to the whole body)."""
+    u = urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        t0 = time.monotonic()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, time.monotonic() - t0
+    finally:
+        conn.close()
 
 
 def run_apisim(*args, timeout=30, env=None, input=None, cwd=None):

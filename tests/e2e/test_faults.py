@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import pytest
 
 import upstream as U
-from harness import (ApisimProcess, closed_port_url, curl, query_db, raw_http, wait_until)
+from harness import ApisimProcess, closed_port_url, curl, query_db, wait_until
 
 CAUSES = {
     "refused": r"refused",

@@ -8,18 +8,15 @@ time. Replays run with the upstream stopped unless the test is about reaching it
 Latency models are in test_latency.py.
 """
 
-import http.client
 import json
 import subprocess
-import time
 import uuid
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 import pytest
 
 import harness
-from harness import curl, query_db, run_apisim
+from harness import curl, query_db, run_apisim, timed_get
 
 JSON_POST = ("-X", "POST", "-H", "Content-Type: application/json")
 
@@ -73,20 +70,6 @@ def stop_ok(proc):
 
 def count_rows(db):
     return query_db(db, "SELECT count(*) FROM exchanges")[0][0]
-
-
-def timed_get(base_url, path, timeout=15):
-    """GET over a fresh http.client connection: (status, body, seconds until the whole body)."""
-    u = urlsplit(base_url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        t0 = time.monotonic()
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, body, time.monotonic() - t0
-    finally:
-        conn.close()
 
 
 # --- --match FIELDS ------------------------------------------------------------------------

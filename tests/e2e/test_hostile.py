@@ -9,10 +9,8 @@ with deadlines.
 """
 
 import json
-import os
 import re
 import socket
-import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -21,7 +21,7 @@ import pytest
 
 import harness
 import upstream as U
-from harness import ApisimProcess, curl, query_db
+from harness import ApisimProcess, curl, query_db, timed_get
 
 SSE_EVENTS, SSE_GAP_MS = 6, 200
 SSE_PATH = f"/sse?events={SSE_EVENTS}&gap_ms={SSE_GAP_MS}"
@@ -42,20 +42,6 @@ def recording(tmp_path_factory, apisim_bin):
             stopped = rec.stop()
             assert stopped.rc == 0, stopped.stderr
     return db
-
-
-def timed_get(base_url, path, timeout=15):
-    """GET on a fresh connection: (status, body, seconds from sending to the whole body)."""
-    u = urlsplit(base_url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        t0 = time.monotonic()
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, body, time.monotonic() - t0
-    finally:
-        conn.close()
 
 
 def delays(base_url, n, path="/json"):

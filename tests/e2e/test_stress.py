@@ -25,7 +25,7 @@ from collections import Counter
 
 import pytest
 
-from harness import ApisimProcess, child_env, curl, query_db, wait_until
+from harness import ApisimProcess, child_env, curl, query_db
 
 SECONDS = float(os.environ.get("APISIM_STRESS_SECONDS", "3"))
 REPLAY_TOTAL = 100_000 if SECONDS >= 30 else max(5000, int(100_000 * SECONDS / 30))
