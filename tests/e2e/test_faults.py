@@ -142,6 +142,16 @@ def assert_502(res, kind):
     return body
 
 
+def intact_rows(db, sql):
+    """Rows of `sql` on `db`, after asserting PRAGMA integrity_check says ok."""
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return [tuple(r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
 def rows_for(db, path):
     return query_db(db, "SELECT * FROM exchanges WHERE path = ? ORDER BY id", path)
 
@@ -390,12 +400,7 @@ def test_kill_9_under_load_loses_nothing_a_client_received(upstream, db_path):
         stop.set()
         rec.kill()
     got = set(received)
-    con = sqlite3.connect(db_path)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        stored = {q for (q,) in con.execute("SELECT query FROM exchanges")}
-    finally:
-        con.close()
+    stored = {q for (q,) in intact_rows(db_path, "SELECT query FROM exchanges")}
     missing = got - stored
     print(f"kill -9 under load: {len(got)} responses received by {clients} clients, "
           f"{len(stored)} exchanges stored, {len(missing)} received but missing")
@@ -445,13 +450,7 @@ def test_database_locked_by_another_process(upstream, db_path):
     assert "locked by another process" in err and str(db_path.name) in stopped.stderr, err
     assert "writable again" in err, err
     assert stopped.rc == 0, stopped.stderr
-    con = sqlite3.connect(db_path)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = [tuple(r) for r in con.execute(
-            "SELECT id, query, response_body FROM exchanges ORDER BY id")]
-    finally:
-        con.close()
+    rows = intact_rows(db_path, "SELECT id, query, response_body FROM exchanges ORDER BY id")
     assert rows[:3] == before, "rows stored before the lock changed"
     assert [r[1] for r in rows[3:]] == [f"during={i}" for i in range(5)] + [
         f"after={i}" for i in range(3)], "held exchanges lost or out of order"
@@ -574,13 +573,7 @@ def test_disk_full(upstream, tmp_path, how):
         for suffix in ("", "-wal"):
             if os.path.exists(db + suffix):
                 shutil.copy(db + suffix, copy / ("rec.db" + suffix))
-        con = sqlite3.connect(copy / "rec.db")
-        try:
-            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            rows = [tuple(r) for r in con.execute(
-                "SELECT id, query, response_body FROM exchanges ORDER BY id")]
-        finally:
-            con.close()
+        rows = intact_rows(copy / "rec.db", "SELECT id, query, response_body FROM exchanges ORDER BY id")
         assert rows[:3] == early, "rows stored before the disk filled were damaged"
 
 
