@@ -176,7 +176,7 @@ struct claude_opts {
     const char *model, *session_id, *resume, *permission_mode, *input_format;
     const char *prompt;
     const char *scenario_file, *preset, *latency;
-    int version, help;
+    int version, help, partial_messages;
 };
 
 /* claude's options that take a value; every other option is taken as a flag. */
@@ -229,14 +229,23 @@ static void claude_usage(FILE *f)
     fputs("Usage: claude [options] [prompt]   (apisim's fake claude CLI)\n"
           "\n"
           "Accepts claude's arguments (-p, --output-format text|json|stream-json, --verbose,\n"
-          "--model, --resume, --session-id, ...) and plays a scenario:\n"
+          "--model, --resume, --session-id, --include-partial-messages, ...) and plays a\n"
+          "scenario:\n"
           "  --apisim-scenario FILE   or $APISIM_CLAUDE_SCENARIO: a scenario file (JSON)\n"
           "  --apisim-preset NAME     or $APISIM_CLAUDE_PRESET: success, context-exhaustion,\n"
           "                           max-turns, api-retry, api-retry-exhausted, corrupt-stream,\n"
           "                           truncated, interrupted, hang-after-result\n"
           "  $APISIM_DB + $APISIM_SESSION   replay the latest run recorded by claude-record\n"
           "  --latency SPEC           or $APISIM_LATENCY, for replays: none, recorded, "
-          "recorded*K\n",
+          "recorded*K\n"
+          "\n"
+          "Scenario file positions (delays_ms keys, api_retry.at, corrupt.at, truncate_after,\n"
+          "exit_at.at) count its \"records\" from 0; the init record added in front of them is\n"
+          "not counted, nor are api_retry records. corrupt replaces its record; truncate_after\n"
+          "N writes records 0..N-1 and exits 1; exit_at N writes records 0..N; api_retry with\n"
+          "exhaust writes nothing from its record on and exits 1. A file with positions must\n"
+          "say \"version\": 2; one without it (the older numbering: init 0, retries counted) is\n"
+          "refused with how to convert it.\n",
           f);
 }
 
@@ -279,6 +288,10 @@ static int parse_claude_args(int argc, char **argv, struct claude_opts *o)
         }
         if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
             o->help = 1;
+            continue;
+        }
+        if (strcmp(name, "--include-partial-messages") == 0) {
+            o->partial_messages = 1;
             continue;
         }
         if (!takes_value(name))
@@ -674,6 +687,7 @@ int claude_main(int argc, char **argv)
         .permission_mode = o.permission_mode,
         .now_us = now_wall_us(),
         .seed = fresh_seed(),
+        .partial_messages = o.partial_messages,
     };
     if (scenario_build(sc, &ctx, &run, err) < 0) {
         log_msg(LOG_ERROR, "claude: %s", err);

@@ -228,6 +228,54 @@ def test_preset(box, preset):
         assert tail == []
 
 
+def _reference(name):
+    """A file of ../shared/reference/claude-stream-json/, looked for beside the source tree
+    and above it (a worktree sits deeper); None when absent."""
+    src = Path(os.environ.get("APISIM_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+    for d in src.resolve().parents:
+        p = d / "shared" / "reference" / "claude-stream-json" / name
+        if p.is_file():
+            return p
+    return None
+
+
+REFERENCE = _reference("success.partial-messages.jsonl")
+
+
+def shape(rec):
+    """What identifies a record of a partial-messages stream: its type, subtype or event
+    type, and its keys in order."""
+    if rec["type"] == "stream_event":
+        return ("stream_event", rec["event"]["type"], tuple(rec), tuple(rec["event"]))
+    return (rec["type"], rec.get("subtype"), tuple(rec))
+
+
+def test_include_partial_messages_writes_stream_events_as_the_cli_does(box):
+    p = box.run("-p", PROMPT, "--output-format", "stream-json", "--verbose",
+                "--include-partial-messages", env=box.environ(APISIM_CLAUDE_PRESET="success"))
+    assert p.returncode == 0, p.stderr
+    recs = parse_stream(p.stdout)
+    got = [shape(r) for r in recs]
+    if REFERENCE is not None:
+        want = [shape(json.loads(line)) for line in REFERENCE.read_text().splitlines()]
+        # The same records in the same order with the same keys (the reference's message
+        # has three text deltas, as has "Hello from apisim.").
+        assert got == want
+    kinds = [s[1] if s[0] == "stream_event" else s[0] for s in got]
+    assert kinds[:4] == ["system", "system", "message_start", "content_block_start"]
+    assert kinds[-5:] == ["assistant", "content_block_stop", "message_delta", "message_stop",
+                          "result"]
+    text = "".join(r["event"]["delta"]["text"] for r in recs if r["type"] == "stream_event"
+                   and r["event"]["type"] == "content_block_delta")
+    assert text == recs[-1]["result"] == "Hello from apisim."
+    sid = recs[0]["session_id"]
+    assert all(r["session_id"] == sid for r in recs)
+    # Without the flag, no stream_event.
+    q = box.run("-p", PROMPT, "--output-format", "stream-json", "--verbose",
+                env=box.environ(APISIM_CLAUDE_PRESET="success"))
+    assert b"stream_event" not in q.stdout
+
+
 def test_hang_after_result_stays_alive_until_signalled(box):
     for sig, want in ((signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)):
         proc = box.popen("-p", PROMPT, "--output-format", "stream-json",
@@ -255,7 +303,7 @@ def test_delays_are_kept(box):
     sc = box.scenario({"records": [
         {"type": "assistant", "message": {"role": "assistant", "content": []}},
         {"type": "result", "subtype": "success", "is_error": False, "result": "ok"}],
-        "delays_ms": {"1": 400, "2": 250}})
+        "version": 2, "delays_ms": {"0": 400, "1": 250}})
     start = time.monotonic()
     proc = box.popen("-p", PROMPT, "--output-format", "stream-json", "--apisim-scenario", str(sc))
     try:
@@ -274,7 +322,8 @@ def test_delays_are_kept(box):
 
 
 def test_sigint_mid_stream_exits_130(box):
-    sc = box.scenario({"records": [{"type": "assistant"}], "delays_ms": {"1": 20000}})
+    sc = box.scenario({"version": 2, "records": [{"type": "assistant"}],
+                       "delays_ms": {"0": 20000}})
     proc = box.popen("-p", PROMPT, "--output-format", "stream-json", "--apisim-scenario", str(sc))
     try:
         lines, _ = read_lines(proc, count=1)
@@ -536,6 +585,19 @@ def test_record_that_is_not_an_object(box):
     assert p.returncode == 2
     line = one_error_line(p)
     assert str(sc) in line and "records[1] is not a JSON object (it is a string)" in line
+
+
+def test_old_numbering_is_refused_with_how_to_convert(box):
+    """A file with positions but no "version": 2 was written when the init record was 0."""
+    sc = box.scenario({"records": [{"type": "assistant"}, {"type": "result"}],
+                       "truncate_after": 2}, "old.json")
+    p = box.run("-p", "x", "--apisim-scenario", str(sc))
+    assert p.returncode == 2
+    line = one_error_line(p)
+    assert str(sc) in line and '"truncate_after" is a position' in line
+    assert 'subtract 1 from each position' in line and 'add "version": 2' in line
+    help_text = box.run("--help").stdout.decode()
+    assert 'count its "records" from 0' in help_text and '"version": 2' in help_text
 
 
 def test_unknown_preset(box):
