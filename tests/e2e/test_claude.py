@@ -635,3 +635,111 @@ def test_claude_record_usage_errors(box):
         assert con.execute("SELECT count(*) FROM claude_runs").fetchone()[0] == 0
     finally:
         con.close()
+
+
+# ---- stderr with its timing; scenario steps ----------------------------------------------
+
+STDERR_SCRIPT = r"""
+import sys, time
+def err(s):
+    sys.stderr.write(s); sys.stderr.flush()
+def out(s):
+    sys.stdout.write(s + "\n"); sys.stdout.flush()
+err("starting\n")
+time.sleep(0.4)
+out('{"type": "system", "subtype": "init", "session_id": "s"}')
+time.sleep(0.4)
+err("retrying\n")
+time.sleep(0.4)
+out('{"type": "result", "session_id": "s"}')
+sys.exit(4)
+"""
+
+
+def read_both(proc, timeout=10.0):
+    """Everything proc writes on stdout and stderr until both close: [(time, "out"|"err",
+    bytes)] in the order it was read."""
+    fds = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
+    got, deadline = [], time.monotonic() + timeout
+    while fds:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out: {got!r}"
+        ready, _, _ = select.select(list(fds), [], [], left)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del fds[fd]
+            else:
+                got.append((time.monotonic(), fds[fd], chunk))
+    return got
+
+
+def test_stderr_is_recorded_and_replayed_with_its_timing(box):
+    db = box.tmp / "err.db"
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--session", "e", "--",
+                        sys.executable, "-c", STDERR_SCRIPT], cwd=box.work, env=box.env,
+                       capture_output=True, timeout=15)
+    assert p.returncode == 4, p.stderr
+    con = sqlite3.connect(db)
+    try:
+        chunks = con.execute("SELECT idx, offset_us, chunk FROM claude_stderr ORDER BY idx"
+                             ).fetchall()
+        lines = [r[0] for r in con.execute("SELECT offset_us FROM claude_lines ORDER BY idx")]
+        whole = con.execute("SELECT stderr FROM claude_runs").fetchone()[0]
+    finally:
+        con.close()
+    assert "".join(c[2] for c in chunks) == whole == "starting\nretrying\n"
+    assert chunks[0][1] < lines[0] < chunks[-1][1] < lines[1]
+
+    proc = box.popen("-p", "x", env=box.environ(APISIM_DB=db, APISIM_SESSION="e"))
+    try:
+        got = read_both(proc)
+        assert proc.wait(timeout=10) == 4
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    # Interleaved as recorded: err, out, err, out — not stderr in one block at the end.
+    kinds = [k for _, k, _ in got]
+    assert kinds == ["err", "out", "err", "out"], got
+    assert b"".join(c for _, k, c in got if k == "err") == b"starting\nretrying\n"
+    t = [ts for ts, _, _ in got]
+    for k in range(1, 4):
+        want = 0.4
+        assert abs((t[k] - t[k - 1]) - want) <= 0.2 * want + 0.05, (k, t)
+
+
+def test_claude_record_stores_scenario_steps(box):
+    db = box.tmp / "steps.db"
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--session", "plan",
+                        "--step", "plan", "--tool", "run_skill", "--model", "sonnet",
+                        "--recipe", "demo", "--", "sh", "-c", "echo '{\"type\":\"result\"}'"],
+                       cwd=box.work, env=box.env, capture_output=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--step", "test",
+                        "--tool", "run_cmd", "--recipe", "demo",
+                        "--summary", '{"exit_code": 0, "stdout_head": "ok"}'],
+                       cwd=box.work, env=box.env, capture_output=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT s.recipe, s.step_name, s.tool, s.model, r.session, "
+                           "s.result_summary FROM scenario_steps s LEFT JOIN claude_runs r "
+                           "ON r.id = s.run_id ORDER BY s.id").fetchall()
+    finally:
+        con.close()
+    assert rows[0] == ("demo", "plan", "run_skill", "sonnet", "plan", None)
+    assert rows[1][:5] == ("demo", "test", "run_cmd", None, None)
+    assert json.loads(rows[1][5]) == {"exit_code": 0, "stdout_head": "ok"}
+    # Bad step options: exit 2, one line saying what is wrong, nothing stored.
+    for args, want in ((["--tool", "x", "--", "true"], "give its name with --step"),
+                       (["--step", "s", "--summary", "[1]"], "must be a JSON object"),
+                       (["--step", "s", "--summary", "{", ], "not valid JSON"),
+                       (["--step", "s", "--summary", "{}", "--", "true"], "not both")):
+        q = subprocess.run([box.bin, "claude-record", "--db", str(db), *args], cwd=box.work,
+                           env=box.env, capture_output=True, timeout=15)
+        assert q.returncode == 2 and want in q.stderr.decode(), (args, q.stderr)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM scenario_steps").fetchone()[0] == 2
+    finally:
+        con.close()
