@@ -389,3 +389,8 @@ class FakeClaude:
 # The names the seed's api-simulator gave it.
 FakeClaudeCLI = FakeClaude
 ClaudeCLI = FakeClaude
+
+
+# The multi-step scenario recorder and player (apisim/_scenario.py builds on this module).
+from ._scenario import (  # noqa: E402
+    ScenarioPlayer, ScenarioRecorder, make_scenario_player, make_scenario_recorder)
