@@ -85,6 +85,10 @@ class ScenarioRecorder:
         self.db_path = os.path.join(self.output_dir, SCENARIO_DB)
         self.sessions_dir = os.path.join(self.output_dir, SESSIONS)
         self._lock = threading.Lock()
+        # Held while the first step creates scenario.db: processes creating one database at
+        # once race on its schema, so the others wait until it exists.
+        self._create_lock = threading.Lock()
+        self._db_ready = os.path.exists(self.db_path)
         self._steps = []      # in the order the steps were begun; None while one is running
         self._taken = set()   # cassette names in use
 
@@ -121,6 +125,19 @@ class ScenarioRecorder:
         if os.path.isdir(path):
             os.rmdir(path)
 
+    def _claude_record(self, argv):
+        """Run apisim claude-record; the first to create scenario.db does it alone."""
+        def run():
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+
+        if self._db_ready:
+            return run()
+        with self._create_lock:
+            proc = run()
+            self._db_ready = os.path.exists(self.db_path)
+            return proc
+
     def record_step(self, step_name, tool, args, model=None, session_log_dir=None):
         """Run `args` (inherited environment and working directory) under
         `apisim claude-record`, and keep its stdout with each line's time in a cassette.
@@ -141,8 +158,7 @@ class ScenarioRecorder:
                 argv += ["--tool", str(tool)]
             if model:
                 argv += ["--model", str(model)]
-            proc = subprocess.run(argv + ["--", *args], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = self._claude_record(argv + ["--", *args])
             run = _read_run(self.db_path, name)
             if run is None:
                 err = proc.stderr.decode("utf-8", "replace").strip()
@@ -189,8 +205,7 @@ class ScenarioRecorder:
                     "--recipe", str(self.recipe_name), "--summary", text]
             if tool is not None:
                 argv[argv.index("--summary"):argv.index("--summary")] = ["--tool", str(tool)]
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+            proc = self._claude_record(argv)
             if proc.returncode != 0:
                 raise ScenarioError(f"step {step_name!r}: apisim claude-record refused it: "
                                     f"{proc.stderr.decode('utf-8', 'replace').strip()}")
