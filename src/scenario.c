@@ -1331,8 +1331,10 @@ static int push_block_events(struct builder *b, struct scenario_run *run, size_t
             put_str(b, delta, "text", chunk ? chunk : "");
             put(b, e, "delta", delta);
             free(chunk);
-            if (!chunk || push_json(b, run, cap, stream_event(b, e, parent), 0) < 0)
+            if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !chunk) {
+                b->oom = 1;
                 return -1;
+            }
             from = to;
         }
     } else if (type && strcmp(type, "tool_use") == 0) {
@@ -1343,8 +1345,10 @@ static int push_block_events(struct builder *b, struct scenario_run *run, size_t
         put_str(b, delta, "partial_json", json ? json : "");
         put(b, e, "delta", delta);
         free(json);
-        if (!json || push_json(b, run, cap, stream_event(b, e, parent), 0) < 0)
+        if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !json) {
+            b->oom = 1;
             return -1;
+        }
     }
     return 0;
 }
@@ -1381,6 +1385,10 @@ static long push_partial(struct builder *b, struct scenario_run *run, size_t *ca
             }
         }
     }
+    if (!blocks) {
+        b->oom = 1;
+        goto out;
+    }
     cJSON *status = cJSON_CreateObject();
     make_uuid(b, uuid, sizeof uuid);
     put_str(b, status, "type", "system");
@@ -1388,7 +1396,7 @@ static long push_partial(struct builder *b, struct scenario_run *run, size_t *ca
     put_str(b, status, "status", "requesting");
     put_str(b, status, "uuid", uuid);
     put_str(b, status, "session_id", b->sid);
-    if (!blocks || push_json(b, run, cap, status, delay_us) < 0)
+    if (push_json(b, run, cap, status, delay_us) < 0)
         goto out;
 
     cJSON *m = cJSON_CreateObject(), *start = event_of(b, "message_start", -1);
