@@ -34,6 +34,7 @@
 #define CLAUDE_MAX_LINES 1000000        /* stdout lines kept of one recorded run */
 #define CLAUDE_MAX_STDERR (16u << 20)   /* bytes kept of a recorded run's stderr */
 #define CLAUDE_MAX_LOG (256u << 20)     /* bytes kept of a recorded session log */
+#define CLAUDE_MAX_ERR_CHUNKS 100000    /* timed pieces kept of a recorded run's stderr */
 #define CLAUDE_PATH_LEN 4096
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -176,7 +177,7 @@ struct claude_opts {
     const char *model, *session_id, *resume, *permission_mode, *input_format;
     const char *prompt;
     const char *scenario_file, *preset, *latency;
-    int version, help;
+    int version, help, partial_messages;
 };
 
 /* claude's options that take a value; every other option is taken as a flag. */
@@ -229,14 +230,23 @@ static void claude_usage(FILE *f)
     fputs("Usage: claude [options] [prompt]   (apisim's fake claude CLI)\n"
           "\n"
           "Accepts claude's arguments (-p, --output-format text|json|stream-json, --verbose,\n"
-          "--model, --resume, --session-id, ...) and plays a scenario:\n"
+          "--model, --resume, --session-id, --include-partial-messages, ...) and plays a\n"
+          "scenario:\n"
           "  --apisim-scenario FILE   or $APISIM_CLAUDE_SCENARIO: a scenario file (JSON)\n"
           "  --apisim-preset NAME     or $APISIM_CLAUDE_PRESET: success, context-exhaustion,\n"
           "                           max-turns, api-retry, api-retry-exhausted, corrupt-stream,\n"
           "                           truncated, interrupted, hang-after-result\n"
           "  $APISIM_DB + $APISIM_SESSION   replay the latest run recorded by claude-record\n"
           "  --latency SPEC           or $APISIM_LATENCY, for replays: none, recorded, "
-          "recorded*K\n",
+          "recorded*K\n"
+          "\n"
+          "Scenario file positions (delays_ms keys, api_retry.at, corrupt.at, truncate_after,\n"
+          "exit_at.at) count its \"records\" from 0; the init record added in front of them is\n"
+          "not counted, nor are api_retry records. corrupt replaces its record; truncate_after\n"
+          "N writes records 0..N-1 and exits 1; exit_at N writes records 0..N; api_retry with\n"
+          "exhaust writes nothing from its record on and exits 1. A file with positions must\n"
+          "say \"version\": 2; one without it (the older numbering: init 0, retries counted) is\n"
+          "refused with how to convert it.\n",
           f);
 }
 
@@ -279,6 +289,10 @@ static int parse_claude_args(int argc, char **argv, struct claude_opts *o)
         }
         if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
             o->help = 1;
+            continue;
+        }
+        if (strcmp(name, "--include-partial-messages") == 0) {
+            o->partial_messages = 1;
             continue;
         }
         if (!takes_value(name))
@@ -559,7 +573,7 @@ static int replay_run(const char *db_path, const char *session, double factor, c
 {
     char err[APISIM_ERR_LEN];
     struct store *st = NULL;
-    sqlite3_stmt *run = NULL, *lines = NULL;
+    sqlite3_stmt *run = NULL, *lines = NULL, *errs = NULL;
     int rc = EXIT_RUNTIME;
     if (store_open(&st, db_path, STORE_READONLY, err) < 0) {
         log_msg(LOG_ERROR, "claude: %s", err);
@@ -573,7 +587,11 @@ static int replay_run(const char *db_path, const char *session, double factor, c
         sqlite3_prepare_v2(db,
                            "SELECT offset_us, line, newline FROM claude_lines WHERE run_id = ? "
                            "ORDER BY idx",
-                           -1, &lines, NULL) != SQLITE_OK) {
+                           -1, &lines, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT offset_us, chunk FROM claude_stderr WHERE run_id = ? "
+                           "ORDER BY idx",
+                           -1, &errs, NULL) != SQLITE_OK) {
         log_msg(LOG_ERROR, "claude: database %s: %s", db_path, sqlite3_errmsg(db));
         goto out;
     }
@@ -593,25 +611,41 @@ static int replay_run(const char *db_path, const char *session, double factor, c
     }
     replay_session_log(run, cwd);
     sqlite3_bind_int64(lines, 1, sqlite3_column_int64(run, 0));
+    sqlite3_bind_int64(errs, 1, sqlite3_column_int64(run, 0));
+    /* stdout lines and stderr pieces, merged by their offsets (a line first on a tie). */
     int64_t start = now_mono_us();
-    while ((step = sqlite3_step(lines)) == SQLITE_ROW) {
-        int64_t offset = sqlite3_column_int64(lines, 0);
-        const void *line = sqlite3_column_blob(lines, 1);
-        size_t len = (size_t)sqlite3_column_bytes(lines, 1);
+    int lstep = sqlite3_step(lines), estep = sqlite3_step(errs), timed_err = estep == SQLITE_ROW;
+    while (lstep == SQLITE_ROW || estep == SQLITE_ROW) {
+        int take_err =
+            estep == SQLITE_ROW &&
+            (lstep != SQLITE_ROW || sqlite3_column_int64(errs, 0) < sqlite3_column_int64(lines, 0));
+        sqlite3_stmt *s = take_err ? errs : lines;
+        int64_t offset = sqlite3_column_int64(s, 0);
+        const void *bytes = sqlite3_column_blob(s, 1);
+        size_t len = (size_t)sqlite3_column_bytes(s, 1);
         sleep_until(start + (int64_t)((double)offset * factor));
-        if (write_line(STDOUT_FILENO, line ? line : "", len, sqlite3_column_int(lines, 2)) < 0) {
+        int w = take_err ? write_all(STDERR_FILENO, bytes ? bytes : "", len)
+                         : write_line(STDOUT_FILENO, bytes ? bytes : "", len,
+                                      sqlite3_column_int(lines, 2));
+        if (w < 0 && !take_err) {
             log_msg(LOG_ERROR, "claude: cannot write to stdout: %s", strerror(errno));
             goto out;
         }
+        if (take_err)
+            estep = sqlite3_step(errs);
+        else
+            lstep = sqlite3_step(lines);
     }
-    if (step != SQLITE_DONE) {
+    if (lstep != SQLITE_DONE || estep != SQLITE_DONE) {
         log_msg(LOG_ERROR, "claude: database %s: %s", db_path, sqlite3_errmsg(db));
         goto out;
     }
-    if (sqlite3_column_type(run, 2) != SQLITE_NULL)
+    /* A run recorded before stderr had its timing: all of it at the end. */
+    if (!timed_err && sqlite3_column_type(run, 2) != SQLITE_NULL)
         write_all(STDERR_FILENO, sqlite3_column_blob(run, 2), (size_t)sqlite3_column_bytes(run, 2));
     rc = sqlite3_column_int(run, 1);
 out:
+    sqlite3_finalize(errs);
     sqlite3_finalize(lines);
     sqlite3_finalize(run);
     store_close(st);
@@ -674,6 +708,7 @@ int claude_main(int argc, char **argv)
         .permission_mode = o.permission_mode,
         .now_us = now_wall_us(),
         .seed = fresh_seed(),
+        .partial_messages = o.partial_messages,
     };
     if (scenario_build(sc, &ctx, &run, err) < 0) {
         log_msg(LOG_ERROR, "claude: %s", err);
@@ -697,6 +732,12 @@ out:
 
 /* ---- claude-record ---------------------------------------------------------------------- */
 
+/* One piece of the recorded command's stderr, as read: err.p[start..start+len). */
+struct err_chunk {
+    int64_t offset_us;
+    size_t start, len;
+};
+
 /* One stdout line of the recorded command. */
 struct rec_line {
     int64_t offset_us; /* from the start to the moment its newline arrived */
@@ -713,6 +754,8 @@ struct recording {
     size_t dropped;    /* lines past CLAUDE_MAX_LINES, not kept */
     struct buf err;    /* stderr, capped at CLAUDE_MAX_STDERR */
     int err_truncated;
+    struct err_chunk *chunks; /* where each piece of err starts and when it was read */
+    size_t nchunks, chunks_cap;
     int pass_out, pass_err; /* 0 once writing our stdout/stderr failed (reader gone) */
 };
 
@@ -723,6 +766,7 @@ static void recording_free(struct recording *r)
     free(r->lines);
     buf_free(&r->cur);
     buf_free(&r->err);
+    free(r->chunks);
 }
 
 /* Keep the current line. Returns 0 or -1 when out of memory. */
@@ -777,15 +821,36 @@ static int feed_stdout(struct recording *r, const char *p, size_t n, int64_t off
     return 0;
 }
 
-static void feed_stderr(struct recording *r, const char *p, size_t n)
+/* Keep n bytes of stderr read at offset_us: the bytes in err, the piece's place and time in
+ * chunks (the pieces past CLAUDE_MAX_ERR_CHUNKS join the last one). */
+static void feed_stderr(struct recording *r, const char *p, size_t n, int64_t offset_us)
 {
     if (r->err_truncated)
         return;
+    size_t start = r->err.len;
     if (buf_append(&r->err, p, n) < 0) {
         log_msg(LOG_WARN, "claude-record: stderr longer than %u bytes: keeping the start",
                 CLAUDE_MAX_STDERR);
         r->err_truncated = 1;
+        return;
     }
+    if (r->nchunks == CLAUDE_MAX_ERR_CHUNKS) {
+        r->chunks[r->nchunks - 1].len += n;
+        return;
+    }
+    if (r->nchunks == r->chunks_cap) {
+        size_t cap = r->chunks_cap ? r->chunks_cap * 2 : 16;
+        struct err_chunk *c = realloc(r->chunks, cap * sizeof *c);
+        if (!c) {
+            /* The bytes are kept; only their timing is lost: they join the last piece. */
+            if (r->nchunks > 0)
+                r->chunks[r->nchunks - 1].len += n;
+            return;
+        }
+        r->chunks = c;
+        r->chunks_cap = cap;
+    }
+    r->chunks[r->nchunks++] = (struct err_chunk){.offset_us = offset_us, .start = start, .len = n};
 }
 
 static volatile sig_atomic_t pending_signal;
@@ -921,7 +986,7 @@ static int pump(struct recording *r, int out_fd, int err_fd, pid_t pid, int64_t 
             } else {
                 if (r->pass_err && write_all(STDERR_FILENO, chunk, (size_t)n) < 0)
                     r->pass_err = 0;
-                feed_stderr(r, chunk, (size_t)n);
+                feed_stderr(r, chunk, (size_t)n, at);
             }
         }
     }
@@ -961,11 +1026,78 @@ static void bind_bytes(sqlite3_stmt *s, int idx, const char *p, size_t n)
 
 struct run_meta {
     const char *session, *cwd, *session_id, *log_path, *log;
+    const char *step, *tool, *model, *recipe; /* --step and the like: a scenario_steps row */
     char *argv_json;
     size_t log_len;
     int64_t started_wall_us, duration_us;
     int exit_code;
 };
+
+/* The stderr pieces of run_id, in the caller's transaction. Returns 0 or -1 (sqlite3_errmsg
+ * says why). */
+static int store_stderr(sqlite3 *db, int64_t run_id, const struct recording *r)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO claude_stderr (run_id, idx, offset_us, chunk) "
+                           "VALUES (?, ?, ?, ?)",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    for (size_t i = 0; i < r->nchunks; i++) {
+        const struct err_chunk *c = &r->chunks[i];
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, run_id);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)i);
+        sqlite3_bind_int64(s, 3, c->offset_us);
+        bind_bytes(s, 4, r->err.p + c->start, c->len);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* A scenario_steps row for m's step: of run_id (> 0), or a non-session step with summary
+ * (JSON text). In the caller's transaction. Returns 0 or -1 (sqlite3_errmsg says why). */
+static int insert_step(sqlite3 *db, const struct run_meta *m, int64_t run_id, const char *summary)
+{
+    sqlite3_stmt *s = NULL;
+    char now[40];
+    int rc = -1;
+    format_iso8601_ms(now_wall_us(), now, sizeof now);
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO scenario_steps (recipe, step_name, tool, model, run_id, "
+                           "result_summary, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(s, 1, m->recipe, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, m->step, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, m->tool, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, m->model, -1, SQLITE_STATIC);
+    if (run_id > 0)
+        sqlite3_bind_int64(s, 5, run_id);
+    sqlite3_bind_text(s, 6, summary, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Store a non-session step (no run) with its summary. Returns 0 or -1 with err. */
+static int store_step(struct store *st, const struct run_meta *m, const char *summary, char *err)
+{
+    sqlite3 *db = store_db(st);
+    if (insert_step(db, m, 0, summary) < 0) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: cannot store step \"%s\": %s", store_path(st),
+                 m->step, sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
 
 /* Store the run and its lines in one transaction. Returns 0 and *run_id, or -1 with err. */
 static int store_run(struct store *st, const struct run_meta *m, const struct recording *r,
@@ -1018,6 +1150,8 @@ static int store_run(struct store *st, const struct run_meta *m, const struct re
         if (sqlite3_step(line) != SQLITE_DONE)
             goto db_fail;
     }
+    if (store_stderr(db, *run_id, r) < 0 || (m->step && insert_step(db, m, *run_id, NULL) < 0))
+        goto db_fail;
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         goto db_fail;
     began = 0;
@@ -1051,19 +1185,39 @@ out:
     return s;
 }
 
+/* The variable an option of claude-record sets (a = "--name" or "--name=value"), or NULL
+ * when a is not one of them. */
+static const char **record_option(const char *a, const char **db, const char **session,
+                                  struct run_meta *m, const char **summary)
+{
+    static const char *const names[] = {"--db",    "--session", "--step",    "--tool",
+                                        "--model", "--recipe",  "--summary", NULL};
+    const char **slots[] = {db, session, &m->step, &m->tool, &m->model, &m->recipe, summary};
+    for (size_t k = 0; names[k]; k++) {
+        size_t n = strlen(names[k]);
+        if (strncmp(a, names[k], n) == 0 && (a[n] == '\0' || a[n] == '='))
+            return slots[k];
+    }
+    return NULL;
+}
+
 static void record_usage(FILE *f)
 {
-    fputs("usage: apisim claude-record [--db FILE] [--session NAME] -- COMMAND [ARGS...]\n"
+    fputs("usage: apisim claude-record [--db FILE] [--session NAME] [STEP] -- COMMAND [ARGS...]\n"
+          "       apisim claude-record [--db FILE] STEP --summary JSON\n"
           "runs COMMAND (e.g. claude -p ... --output-format stream-json), passes its output\n"
-          "through, and stores its stdout lines with their timing, stderr, exit code and\n"
-          "session log in FILE (default apisim.db) under NAME (default \"default\"), for\n"
-          "`APISIM_DB=FILE APISIM_SESSION=NAME apisim claude` to replay.\n",
+          "through, and stores its stdout lines with their timing, stderr with its timing,\n"
+          "exit code and session log in FILE (default apisim.db) under NAME (default\n"
+          "\"default\"), for `APISIM_DB=FILE APISIM_SESSION=NAME apisim claude` to replay.\n"
+          "STEP (--step NAME [--tool NAME] [--model NAME] [--recipe NAME]) also stores the run\n"
+          "as a step of a scenario (table scenario_steps); with --summary JSON (an object) and\n"
+          "no command, a step that ran no CLI session.\n",
           f);
 }
 
 int claude_record_main(int argc, char **argv)
 {
-    const char *db_path = "apisim.db", *session = "default";
+    const char *db_path = "apisim.db", *session = "default", *summary = NULL;
     struct store *st = NULL;
     struct recording rec = {.cur = {.max = CLAUDE_MAX_LINE},
                             .err = {.max = CLAUDE_MAX_STDERR},
@@ -1085,16 +1239,17 @@ int claude_record_main(int argc, char **argv)
             record_usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--db") == 0 || strcmp(a, "--session") == 0) {
-            if (i + 1 >= argc) {
+        const char **slot = record_option(a, &db_path, &session, &meta, &summary);
+        if (slot) {
+            const char *eq = strchr(a, '=');
+            if (eq) {
+                *slot = eq + 1;
+            } else if (i + 1 >= argc) {
                 log_msg(LOG_ERROR, "claude-record: %s needs a value", a);
                 return EXIT_USAGE;
+            } else {
+                *slot = argv[++i];
             }
-            *(a[2] == 'd' ? &db_path : &session) = argv[++i];
-        } else if (strncmp(a, "--db=", 5) == 0) {
-            db_path = a + 5;
-        } else if (strncmp(a, "--session=", 10) == 0) {
-            session = a + 10;
         } else if (a[0] == '-') {
             log_msg(LOG_ERROR, "claude-record: unknown option %s", a);
             record_usage(stderr);
@@ -1103,7 +1258,21 @@ int claude_record_main(int argc, char **argv)
             break;
         }
     }
-    if (i >= argc) {
+    if ((meta.tool || meta.model || meta.recipe || summary) && !meta.step) {
+        log_msg(LOG_ERROR, "claude-record: --tool, --model, --recipe and --summary describe a "
+                           "step: give its name with --step NAME");
+        return EXIT_USAGE;
+    }
+    if (meta.step && !*meta.step) {
+        log_msg(LOG_ERROR, "claude-record: --step must not be empty");
+        return EXIT_USAGE;
+    }
+    if (summary && i < argc) {
+        log_msg(LOG_ERROR, "claude-record: --summary is for a step that ran no command: give "
+                           "either --summary JSON or -- COMMAND, not both");
+        return EXIT_USAGE;
+    }
+    if (i >= argc && !summary) {
         log_msg(LOG_ERROR, "claude-record: no command to run (after --)");
         record_usage(stderr);
         return EXIT_USAGE;
@@ -1111,6 +1280,16 @@ int claude_record_main(int argc, char **argv)
     if (!*session || !*db_path) {
         log_msg(LOG_ERROR, "claude-record: --db and --session must not be empty");
         return EXIT_USAGE;
+    }
+    if (summary) {
+        cJSON *j = cJSON_Parse(summary);
+        int is_object = cJSON_IsObject(j);
+        cJSON_Delete(j);
+        if (!is_object) {
+            log_msg(LOG_ERROR, "claude-record: --summary must be a JSON object (%s)",
+                    j ? "it is another JSON value" : "it is not valid JSON");
+            return EXIT_USAGE;
+        }
     }
     size_t dblen = strlen(db_path);
     if (dblen >= 4 && strcmp(db_path + dblen - 4, ".sql") == 0) {
@@ -1120,6 +1299,16 @@ int claude_record_main(int argc, char **argv)
                 "write a dump with apisim export --format sql",
                 db_path);
         return EXIT_USAGE;
+    }
+    if (summary) {
+        if (store_open(&st, db_path, STORE_CREATE, err) < 0 ||
+            store_step(st, &meta, summary, err) < 0) {
+            log_msg(LOG_ERROR, "claude-record: %s", err);
+            store_close(st);
+            return EXIT_RUNTIME;
+        }
+        store_close(st);
+        return 0;
     }
     char **cmd = argv + i;
     if (!getcwd(cwd, sizeof cwd)) {

@@ -131,8 +131,10 @@ struct scenario {
     char *model;      /* NULL: from the context or the default */
     struct rec *recs;
     size_t nrecs;
-    int64_t *delay_us; /* nrecs + 1 waits, one before each position */
-    long corrupt_at;   /* -1 when none */
+    int64_t *delay_us;   /* nrecs + 1 waits, one before each position */
+    long corrupt_at;     /* -1 when none */
+    int corrupt_replace; /* 1: the corrupt line takes the place of record corrupt_at (files);
+                            0: it comes before it (presets) */
     char *corrupt_text;
     long truncate_after; /* -1 when none */
     long exit_at;        /* -1 when none */
@@ -284,7 +286,7 @@ static int parse_retry(const cJSON *v, const char *name, struct retry_opts *ro, 
     if (check_keys(v, name, "api_retry", keys, err) < 0)
         return -1;
     ro->present = 1;
-    ro->at = 1;
+    ro->at = 0;
     ro->status = 529;
     ro->attempts = 3;
     const cJSON *it;
@@ -292,7 +294,7 @@ static int parse_retry(const cJSON *v, const char *name, struct retry_opts *ro, 
     {
         const char *k = it->string;
         if (strcmp(k, "at") == 0) {
-            if (want_int(it, name, "api_retry.at", 1, SCENARIO_MAX_RECORDS, &ro->at, err) < 0)
+            if (want_int(it, name, "api_retry.at", 0, SCENARIO_MAX_RECORDS, &ro->at, err) < 0)
                 return -1;
         } else if (strcmp(k, "status") == 0) {
             if (want_int(it, name, "api_retry.status", 100, 599, &ro->status, err) < 0)
@@ -310,10 +312,42 @@ static int parse_retry(const cJSON *v, const char *name, struct retry_opts *ro, 
     return 0;
 }
 
-/* The records of the file, init prepended and API retries inserted, into sc->recs. */
-static int build_records(struct scenario *sc, cJSON *records, const struct retry_opts *ro,
-                         char *err)
+/* Where the positions of a scenario file (0 = the first of "records") land in the stream
+ * built from it (init prepended, api_retry records inserted). */
+struct positions {
+    size_t nmsgs; /* records in the file */
+    size_t off;   /* 1 when an init record was prepended */
+    struct retry_opts ro;
+};
+
+/* The stream index of message m (0..nmsgs; nmsgs is the end), or nrecs when message m is
+ * never written (exhausted retries before it). */
+static size_t stream_pos(const struct scenario *sc, const struct positions *pp, size_t m)
 {
+    const struct retry_opts *ro = &pp->ro;
+    if (ro->present && ro->exhaust && m >= (size_t)ro->at)
+        return sc->nrecs;
+    return pp->off + m + (ro->present && m >= (size_t)ro->at ? (size_t)ro->attempts : 0);
+}
+
+/* Append the api_retry records of ro to sc->recs (room for them is there). */
+static void add_retries(struct scenario *sc, const struct retry_opts *ro)
+{
+    for (long a = 1; a <= ro->attempts; a++) {
+        struct rec *r = &sc->recs[sc->nrecs++];
+        r->kind = REC_API_RETRY;
+        r->status = (int)ro->status;
+        r->attempt = (int)a;
+        r->max_retries =
+            ro->exhaust ? (int)ro->attempts : (ro->attempts < 10 ? 10 : (int)ro->attempts);
+    }
+}
+
+/* The records of the file, init prepended and API retries inserted before message ro->at,
+ * into sc->recs. */
+static int build_records(struct scenario *sc, cJSON *records, struct positions *pp, char *err)
+{
+    const struct retry_opts *ro = &pp->ro;
     size_t n = (size_t)cJSON_GetArraySize(records);
     size_t i = 0;
     cJSON *it;
@@ -328,10 +362,15 @@ static int build_records(struct scenario *sc, cJSON *records, const struct retry
     }
     int has_init = n > 0 && is_init(cJSON_GetArrayItem(records, 0));
     size_t total = n + (has_init ? 0 : 1);
+    pp->nmsgs = n;
+    pp->off = has_init ? 0 : 1;
     if (ro->present) {
-        if ((size_t)ro->at > total)
-            return fail(err, sc->name, "api_retry.at %ld is past the %zu records", ro->at, total);
-        total += (size_t)ro->attempts + (ro->exhaust ? 2 : 0);
+        if ((size_t)ro->at > n)
+            return fail(err, sc->name,
+                        "api_retry.at %ld is past the %zu records (positions count \"records\" "
+                        "from 0; %zu means after the last)",
+                        ro->at, n, n);
+        total += (size_t)ro->attempts;
     }
     if (total > SCENARIO_MAX_RECORDS)
         return fail(err, sc->name, "more than %d records", SCENARIO_MAX_RECORDS);
@@ -349,32 +388,14 @@ static int build_records(struct scenario *sc, cJSON *records, const struct retry
     sc->nrecs = 0;
     if (!has_init)
         sc->recs[sc->nrecs++].kind = REC_INIT;
-    while (records->child) {
-        if (ro->present && sc->nrecs == (size_t)ro->at)
+    for (size_t m = 0; m <= n; m++) {
+        if (ro->present && m == (size_t)ro->at) {
+            add_retries(sc, ro);
+            if (ro->exhaust)
+                return 0; /* the API never answered: nothing from message at on is written */
+        }
+        if (m == n)
             break;
-        struct rec *r = &sc->recs[sc->nrecs++];
-        r->kind = REC_JSON;
-        r->json = cJSON_DetachItemViaPointer(records, records->child);
-    }
-    if (!ro->present)
-        return 0;
-    for (long a = 1; a <= ro->attempts; a++) {
-        struct rec *r = &sc->recs[sc->nrecs++];
-        r->kind = REC_API_RETRY;
-        r->status = (int)ro->status;
-        r->attempt = (int)a;
-        r->max_retries =
-            ro->exhaust ? (int)ro->attempts : (ro->attempts < 10 ? 10 : (int)ro->attempts);
-    }
-    if (ro->exhaust) {
-        /* The API never answered: what the file says came next is not written. */
-        sc->recs[sc->nrecs].kind = REC_API_ERROR;
-        sc->recs[sc->nrecs++].status = (int)ro->status;
-        sc->recs[sc->nrecs].kind = REC_API_ERROR_RESULT;
-        sc->recs[sc->nrecs++].status = (int)ro->status;
-        return 0;
-    }
-    while (records->child) {
         struct rec *r = &sc->recs[sc->nrecs++];
         r->kind = REC_JSON;
         r->json = cJSON_DetachItemViaPointer(records, records->child);
@@ -382,7 +403,7 @@ static int build_records(struct scenario *sc, cJSON *records, const struct retry
     return 0;
 }
 
-static int parse_delays(struct scenario *sc, const cJSON *v, char *err)
+static int parse_delays(struct scenario *sc, const struct positions *pp, const cJSON *v, char *err)
 {
     if (!cJSON_IsObject(v))
         return fail(err, sc->name, "delays_ms must be an object of \"INDEX\": MS (it is %s)",
@@ -397,31 +418,36 @@ static int parse_delays(struct scenario *sc, const cJSON *v, char *err)
             idx = strtoul(k, &end, 10);
         if (!end || *end != '\0')
             return fail(err, sc->name, "delays_ms key \"%s\" is not a record index", k);
-        if (idx > sc->nrecs)
-            return fail(err, sc->name, "delays_ms key \"%s\" is past the %zu records", k,
-                        sc->nrecs);
+        if (idx > pp->nmsgs)
+            return fail(err, sc->name,
+                        "delays_ms key \"%s\" is past the %zu records (%zu waits before the end)",
+                        k, pp->nmsgs, pp->nmsgs);
         if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0) ||
             it->valuedouble > SCENARIO_MAX_DELAY_MS)
             return fail(err, sc->name,
                         "delays_ms[\"%s\"] must be a number of milliseconds from 0 to %.0f", k,
                         SCENARIO_MAX_DELAY_MS);
-        sc->delay_us[idx] = (int64_t)llround(it->valuedouble * 1000.0);
+        size_t at = stream_pos(sc, pp, idx);
+        sc->delay_us[at] += (int64_t)llround(it->valuedouble * 1000.0);
     }
     return 0;
 }
 
-static int parse_corrupt(struct scenario *sc, const cJSON *v, char *err)
+static int parse_corrupt(struct scenario *sc, const struct positions *pp, const cJSON *v, char *err)
 {
     static const char *const keys[] = {"at", "text", NULL};
+    long at = 0;
     if (!cJSON_IsObject(v))
         return fail(err, sc->name, "corrupt must be an object (it is %s)", json_kind(v));
     if (check_keys(v, sc->name, "corrupt", keys, err) < 0)
         return -1;
-    const cJSON *at = cJSON_GetObjectItemCaseSensitive(v, "at");
+    const cJSON *atv = cJSON_GetObjectItemCaseSensitive(v, "at");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(v, "text");
-    if (!at)
-        return fail(err, sc->name, "corrupt needs \"at\", the record it comes before");
-    if (want_int(at, sc->name, "corrupt.at", 0, (long)sc->nrecs, &sc->corrupt_at, err) < 0)
+    if (!atv)
+        return fail(err, sc->name, "corrupt needs \"at\", the record it replaces");
+    if (pp->nmsgs == 0)
+        return fail(err, sc->name, "corrupt.at: there is no record to replace (records is empty)");
+    if (want_int(atv, sc->name, "corrupt.at", 0, (long)pp->nmsgs - 1, &at, err) < 0)
         return -1;
     if (text) {
         if (want_string(text, sc->name, "corrupt.text", &sc->corrupt_text, err) < 0)
@@ -429,10 +455,13 @@ static int parse_corrupt(struct scenario *sc, const cJSON *v, char *err)
         if (strchr(sc->corrupt_text, '\n'))
             return fail(err, sc->name, "corrupt.text must be one line (it has a newline)");
     }
+    size_t pos = stream_pos(sc, pp, (size_t)at);
+    sc->corrupt_at = pos < sc->nrecs ? (long)pos : -1; /* -1: that record is never written */
+    sc->corrupt_replace = 1;
     return 0;
 }
 
-static int parse_exit_at(struct scenario *sc, const cJSON *v, char *err)
+static int parse_exit_at(struct scenario *sc, const struct positions *pp, const cJSON *v, char *err)
 {
     static const char *const keys[] = {"at", "code", NULL};
     if (!cJSON_IsObject(v))
@@ -441,26 +470,76 @@ static int parse_exit_at(struct scenario *sc, const cJSON *v, char *err)
         return -1;
     const cJSON *at = cJSON_GetObjectItemCaseSensitive(v, "at");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(v, "code");
-    long c = 0;
+    long c = 0, m = 0;
     if (!at || !code)
         return fail(err, sc->name, "exit_at needs \"at\" and \"code\"");
-    if (want_int(at, sc->name, "exit_at.at", 0, (long)sc->nrecs, &sc->exit_at, err) < 0 ||
+    if (pp->nmsgs == 0)
+        return fail(err, sc->name, "exit_at.at: there is no record to exit at (records is empty)");
+    if (want_int(at, sc->name, "exit_at.at", 0, (long)pp->nmsgs - 1, &m, err) < 0 ||
         want_int(code, sc->name, "exit_at.code", 0, 255, &c, err) < 0)
         return -1;
+    /* Records 0..m are written, then the exit (retries before m + 1 are not). */
+    size_t pos = stream_pos(sc, pp, (size_t)m);
+    sc->exit_at = (long)(pos < sc->nrecs ? pos + 1 : sc->nrecs);
     sc->exit_at_code = (int)c;
+    return 0;
+}
+
+/* truncate_after N: records 0..N-1 are written (not the retries before record N). */
+static int parse_truncate(struct scenario *sc, const struct positions *pp, const cJSON *v,
+                          char *err)
+{
+    long t = 0;
+    if (want_int(v, sc->name, "truncate_after", 0, (long)pp->nmsgs, &t, err) < 0)
+        return -1;
+    const struct retry_opts *ro = &pp->ro;
+    if (ro->present && ro->exhaust && t > ro->at)
+        sc->truncate_after = (long)sc->nrecs;
+    else
+        sc->truncate_after =
+            (long)(pp->off + (size_t)t + (ro->present && t > ro->at ? (size_t)ro->attempts : 0));
+    return 0;
+}
+
+/* The file says which numbering its positions use: "version": 2 is the one described in
+ * scenario.h. A file with positions and no version was written for the numbering before it
+ * (the init record 0, api_retry records counted, corrupt inserting): refused, with how to
+ * convert, rather than played with its positions off by one. */
+static int check_version(const cJSON *root, const char *name, char *err)
+{
+    static const char *const positional[] = {"delays_ms",      "api_retry", "corrupt",
+                                             "truncate_after", "exit_at",   NULL};
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+    long version = 1;
+    if (v && want_int(v, name, "version", 1, SCENARIO_FILE_VERSION, &version, err) < 0)
+        return -1;
+    if (version == SCENARIO_FILE_VERSION)
+        return 0;
+    for (size_t i = 0; positional[i]; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(root, positional[i]))
+            return fail(err, name,
+                        "\"%s\" is a position, and the file has no \"version\": %d: positions "
+                        "now count \"records\" from 0 (the init record apisim adds is not "
+                        "counted) and corrupt replaces its record; for a file of the old "
+                        "numbering subtract 1 from each position unless records start with an "
+                        "init record, also api_retry.attempts for positions after api_retry.at, "
+                        "and 1 from exit_at.at, then add \"version\": %d",
+                        positional[i], SCENARIO_FILE_VERSION, SCENARIO_FILE_VERSION);
+    }
     return 0;
 }
 
 int scenario_parse(const char *text, size_t len, const char *name, struct scenario **out, char *err)
 {
     static const char *const keys[] = {
-        "session_id",     "model",   "records",           "delays_ms", "api_retry", "corrupt",
-        "truncate_after", "exit_at", "hang_after_result", "stderr",    "exit_code", NULL};
+        "session_id", "model",          "records", "delays_ms",         "api_retry",
+        "corrupt",    "truncate_after", "exit_at", "hang_after_result", "stderr",
+        "exit_code",  "version",        NULL};
     int rc = -1;
     cJSON *root = NULL;
     struct scenario *sc = NULL;
     const char *end = NULL;
-    struct retry_opts ro = {0};
+    struct positions pp = {0};
     int has_exit_code = 0;
 
     if (!(sc = scenario_alloc(name, 0))) {
@@ -495,10 +574,12 @@ int scenario_parse(const char *text, size_t len, const char *name, struct scenar
         fail(err, name, "records must be an array (it is %s)", json_kind(records));
         goto out;
     }
-    const cJSON *retry = cJSON_GetObjectItemCaseSensitive(root, "api_retry");
-    if (retry && parse_retry(retry, name, &ro, err) < 0)
+    if (check_version(root, name, err) < 0)
         goto out;
-    if (build_records(sc, records, &ro, err) < 0)
+    const cJSON *retry = cJSON_GetObjectItemCaseSensitive(root, "api_retry");
+    if (retry && parse_retry(retry, name, &pp.ro, err) < 0)
+        goto out;
+    if (build_records(sc, records, &pp, err) < 0)
         goto out;
 
     const cJSON *it;
@@ -517,16 +598,16 @@ int scenario_parse(const char *text, size_t len, const char *name, struct scenar
             if (want_string(it, name, k, &sc->model, err) < 0)
                 goto out;
         } else if (strcmp(k, "delays_ms") == 0) {
-            if (parse_delays(sc, it, err) < 0)
+            if (parse_delays(sc, &pp, it, err) < 0)
                 goto out;
         } else if (strcmp(k, "corrupt") == 0) {
-            if (parse_corrupt(sc, it, err) < 0)
+            if (parse_corrupt(sc, &pp, it, err) < 0)
                 goto out;
         } else if (strcmp(k, "truncate_after") == 0) {
-            if (want_int(it, name, k, 0, (long)sc->nrecs, &sc->truncate_after, err) < 0)
+            if (parse_truncate(sc, &pp, it, err) < 0)
                 goto out;
         } else if (strcmp(k, "exit_at") == 0) {
-            if (parse_exit_at(sc, it, err) < 0)
+            if (parse_exit_at(sc, &pp, it, err) < 0)
                 goto out;
         } else if (strcmp(k, "hang_after_result") == 0) {
             if (!cJSON_IsBool(it)) {
@@ -545,8 +626,9 @@ int scenario_parse(const char *text, size_t len, const char *name, struct scenar
             has_exit_code = 1;
         }
     }
+    /* A stream cut short (truncated, retries exhausted) exits 1 unless the file says. */
     if (!has_exit_code)
-        sc->exit_code = ro.present && ro.exhaust ? 1 : 0;
+        sc->exit_code = (pp.ro.present && pp.ro.exhaust) || sc->truncate_after >= 0 ? 1 : 0;
     *out = sc;
     sc = NULL;
     rc = 0;
@@ -1148,6 +1230,246 @@ static char *half_line(const char *line)
     return xstrndup(line, n ? n : strlen(line));
 }
 
+/* Room for one more step in run (capacity *cap). Returns the step, zeroed, or NULL. */
+static struct scenario_step *new_step(struct scenario_run *run, size_t *cap)
+{
+    if (run->nsteps == *cap) {
+        size_t n = *cap ? *cap * 2 : 16;
+        struct scenario_step *p = realloc(run->steps, n * sizeof *p);
+        if (!p)
+            return NULL;
+        run->steps = p;
+        *cap = n;
+    }
+    struct scenario_step *st = &run->steps[run->nsteps++];
+    memset(st, 0, sizeof *st);
+    return st;
+}
+
+/* Append o as one more line of run, written delay_us after the one before (o is deleted). */
+static int push_json(struct builder *b, struct scenario_run *run, size_t *cap, cJSON *o,
+                     int64_t delay_us)
+{
+    char *line = o ? cJSON_PrintUnformatted(o) : NULL;
+    struct scenario_step *st = line ? new_step(run, cap) : NULL;
+    cJSON_Delete(o);
+    if (!st) {
+        free(line);
+        b->oom = 1;
+        return -1;
+    }
+    st->delay_us = delay_us;
+    st->line = line;
+    return 0;
+}
+
+/* A stream_event record carrying event (consumed). */
+static cJSON *stream_event(struct builder *b, cJSON *event, const cJSON *parent)
+{
+    char uuid[40];
+    cJSON *o = cJSON_CreateObject();
+    make_uuid(b, uuid, sizeof uuid);
+    put_str(b, o, "type", "stream_event");
+    put(b, o, "event", event);
+    put_str(b, o, "session_id", b->sid);
+    put(b, o, "parent_tool_use_id", parent ? cJSON_Duplicate(parent, 1) : cJSON_CreateNull());
+    put_str(b, o, "uuid", uuid);
+    return o;
+}
+
+/* {"type": type, "index": index} */
+static cJSON *event_of(struct builder *b, const char *type, int index)
+{
+    cJSON *e = cJSON_CreateObject();
+    put_str(b, e, "type", type);
+    if (index >= 0)
+        put_num(b, e, "index", index);
+    return e;
+}
+
+/* The events of one content block before the message record: content_block_start and its
+ * deltas (text in up to three pieces, a tool's input as one input_json_delta). */
+static int push_block_events(struct builder *b, struct scenario_run *run, size_t *cap,
+                             const cJSON *block, int index, const cJSON *parent)
+{
+    const char *type = str_of(block, "type");
+    cJSON *start = event_of(b, "content_block_start", index), *cb;
+    if (type && strcmp(type, "tool_use") == 0) {
+        cb = cJSON_Duplicate(block, 1);
+        put(b, cb, "input", cJSON_CreateObject());
+    } else if (type && strcmp(type, "text") == 0) {
+        cb = cJSON_CreateObject();
+        put_str(b, cb, "type", "text");
+        put_str(b, cb, "text", "");
+    } else {
+        cb = cJSON_Duplicate(block, 1);
+    }
+    put(b, start, "content_block", cb);
+    if (push_json(b, run, cap, stream_event(b, start, parent), 0) < 0)
+        return -1;
+    const char *text = str_of(block, "text");
+    if (type && strcmp(type, "text") == 0 && text && *text) {
+        /* At most three pieces, each cut before a space ("Hello", " from", " apisim."), as
+         * the API streams a short text. */
+        size_t len = strlen(text), from = 0;
+        for (int piece = 0; piece < 3 && from < len; piece++) {
+            size_t to = piece == 2 ? len : from + (len - from) / (size_t)(3 - piece);
+            size_t back = to;
+            while (back > from && text[back] != ' ')
+                back--;
+            if (back > from) {
+                to = back;
+            } else {
+                while (to < len && text[to] != ' ')
+                    to++;
+            }
+            if (to <= from)
+                to = len;
+            char *chunk = xstrndup(text + from, to - from);
+            cJSON *delta = cJSON_CreateObject(), *e = event_of(b, "content_block_delta", index);
+            put_str(b, delta, "type", "text_delta");
+            put_str(b, delta, "text", chunk ? chunk : "");
+            put(b, e, "delta", delta);
+            free(chunk);
+            if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !chunk) {
+                b->oom = 1;
+                return -1;
+            }
+            from = to;
+        }
+    } else if (type && strcmp(type, "tool_use") == 0) {
+        const cJSON *input = cJSON_GetObjectItemCaseSensitive(block, "input");
+        char *json = input ? cJSON_PrintUnformatted(input) : strdup("{}");
+        cJSON *delta = cJSON_CreateObject(), *e = event_of(b, "content_block_delta", index);
+        put_str(b, delta, "type", "input_json_delta");
+        put_str(b, delta, "partial_json", json ? json : "");
+        put(b, e, "delta", delta);
+        free(json);
+        if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !json) {
+            b->oom = 1;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The records the real CLI writes around an assistant message with
+ * --include-partial-messages: system/status "requesting" and message_start (waiting
+ * delay_us first), each block's start and deltas, the message itself (line, taken), each
+ * block's stop, message_delta and message_stop. Returns the index of the message's step,
+ * or -1 (out of memory). */
+static long push_partial(struct builder *b, struct scenario_run *run, size_t *cap, const cJSON *rec,
+                         char *line, int64_t delay_us)
+{
+    char uuid[40];
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(rec, "message");
+    const cJSON *parent = cJSON_GetObjectItemCaseSensitive(rec, "parent_tool_use_id");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    cJSON *blocks = NULL;
+    long at = -1;
+
+    if (cJSON_IsNull(parent))
+        parent = NULL;
+    /* Content as a string is one text block. */
+    if (cJSON_IsArray(content)) {
+        blocks = cJSON_Duplicate(content, 1);
+    } else {
+        blocks = cJSON_CreateArray();
+        if (cJSON_IsString(content)) {
+            cJSON *t = cJSON_CreateObject();
+            put_str(b, t, "type", "text");
+            put_str(b, t, "text", content->valuestring);
+            if (!cJSON_AddItemToArray(blocks, t)) {
+                cJSON_Delete(t);
+                b->oom = 1;
+            }
+        }
+    }
+    if (!blocks) {
+        b->oom = 1;
+        goto out;
+    }
+    cJSON *status = cJSON_CreateObject();
+    make_uuid(b, uuid, sizeof uuid);
+    put_str(b, status, "type", "system");
+    put_str(b, status, "subtype", "status");
+    put_str(b, status, "status", "requesting");
+    put_str(b, status, "uuid", uuid);
+    put_str(b, status, "session_id", b->sid);
+    if (push_json(b, run, cap, status, delay_us) < 0)
+        goto out;
+
+    cJSON *m = cJSON_CreateObject(), *start = event_of(b, "message_start", -1);
+    static const char *const keys[] = {"id", "type", "role", "model", NULL};
+    for (size_t i = 0; keys[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(msg, keys[i]);
+        if (v)
+            put(b, m, keys[i], cJSON_Duplicate(v, 1));
+    }
+    put(b, m, "content", cJSON_CreateArray());
+    put(b, m, "stop_reason", cJSON_CreateNull());
+    put(b, m, "stop_sequence", cJSON_CreateNull());
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(msg, "usage");
+    if (usage)
+        put(b, m, "usage", cJSON_Duplicate(usage, 1));
+    put(b, start, "message", m);
+    cJSON *ev = stream_event(b, start, parent);
+    put_num(b, ev, "ttft_ms", (double)(delay_us / 1000));
+    if (push_json(b, run, cap, ev, 0) < 0)
+        goto out;
+
+    int nblocks = cJSON_GetArraySize(blocks);
+    for (int i = 0; i < nblocks; i++) {
+        if (push_block_events(b, run, cap, cJSON_GetArrayItem(blocks, i), i, parent) < 0)
+            goto out;
+        if (i + 1 < nblocks &&
+            push_json(b, run, cap, stream_event(b, event_of(b, "content_block_stop", i), parent),
+                      0) < 0)
+            goto out;
+    }
+    struct scenario_step *st = new_step(run, cap);
+    if (!st) {
+        b->oom = 1;
+        goto out;
+    }
+    st->line = line;
+    line = NULL;
+    at = (long)(run->nsteps - 1);
+    if (nblocks > 0 &&
+        push_json(b, run, cap,
+                  stream_event(b, event_of(b, "content_block_stop", nblocks - 1), parent), 0) < 0) {
+        at = -1;
+        goto out;
+    }
+    cJSON *delta = cJSON_CreateObject(), *md = event_of(b, "message_delta", -1);
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(msg, "stop_reason");
+    put(b, delta, "stop_reason",
+        cJSON_IsString(reason) ? cJSON_Duplicate(reason, 1) : cJSON_CreateString("end_turn"));
+    put(b, delta, "stop_sequence", cJSON_CreateNull());
+    put(b, md, "delta", delta);
+    cJSON *u = cJSON_CreateObject();
+    const cJSON *out_tokens = cJSON_GetObjectItemCaseSensitive(usage, "output_tokens");
+    put_num(b, u, "output_tokens", cJSON_IsNumber(out_tokens) ? out_tokens->valuedouble : 1);
+    put(b, md, "usage", u);
+    if (push_json(b, run, cap, stream_event(b, md, parent), 0) < 0 ||
+        push_json(b, run, cap, stream_event(b, event_of(b, "message_stop", -1), parent), 0) < 0)
+        at = -1;
+out:
+    free(line);
+    cJSON_Delete(blocks);
+    return b->oom ? -1 : at;
+}
+
+/* Whether rec is an assistant message the API streamed (not the CLI's synthetic one). */
+static int streamed_message(const cJSON *rec)
+{
+    const char *type = str_of(rec, "type");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(rec, "message");
+    const char *model = str_of(msg, "model");
+    return type && strcmp(type, "assistant") == 0 && cJSON_IsObject(msg) &&
+           !(model && strcmp(model, "<synthetic>") == 0);
+}
+
 int scenario_build(const struct scenario *sc, const struct scenario_ctx *ctx,
                    struct scenario_run **out, char *err)
 {
@@ -1155,9 +1477,9 @@ int scenario_build(const struct scenario *sc, const struct scenario_ctx *ctx,
     struct scenario_run *run = calloc(1, sizeof *run);
     cJSON *o = NULL;
     char *line = NULL;
+    size_t cap = 0;
     int rc = -1;
-    /* At most one step per record plus the corrupt line. */
-    if (!run || !(run->steps = calloc(sc->nrecs + 1, sizeof *run->steps)))
+    if (!run)
         goto out;
 
     const cJSON *init = sc->nrecs && sc->recs[0].kind == REC_JSON ? sc->recs[0].json : NULL;
@@ -1193,7 +1515,9 @@ int scenario_build(const struct scenario *sc, const struct scenario_ctx *ctx,
                 goto out;
         }
         if (corrupt_here) {
-            struct scenario_step *st = &run->steps[run->nsteps++];
+            struct scenario_step *st = new_step(run, &cap);
+            if (!st)
+                goto out;
             st->delay_us = d;
             st->corrupt = 1;
             if (sc->corrupt_text)
@@ -1203,16 +1527,34 @@ int scenario_build(const struct scenario *sc, const struct scenario_ctx *ctx,
             if (!st->line)
                 goto out;
             d = 0;
+            if (sc->corrupt_replace && i < stop) {
+                /* The corrupt line took this record's place. */
+                cJSON_Delete(o);
+                o = NULL;
+                free(line);
+                line = NULL;
+                continue;
+            }
         }
         if (i == stop) {
             run->end_delay_us = d;
             break;
         }
-        struct scenario_step *st = &run->steps[run->nsteps++];
+        struct scenario_step *st;
+        if (ctx->partial_messages && streamed_message(o)) {
+            long at = push_partial(&b, run, &cap, o, line, d);
+            line = NULL;
+            if (at < 0)
+                goto out;
+            st = &run->steps[at];
+        } else {
+            if (!(st = new_step(run, &cap)))
+                goto out;
+            st->delay_us = d;
+            st->line = line;
+            line = NULL;
+        }
         const char *type = str_of(o, "type");
-        st->delay_us = d;
-        st->line = line;
-        line = NULL;
         last_line = st->line;
         st->log = log_message(&b, o);
         if (type && strcmp(type, "result") == 0) {

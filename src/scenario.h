@@ -11,13 +11,23 @@
  * directory, the config dir, the wall time and a seed for the uuids in a struct
  * scenario_ctx, so a unit test gets the same run every time.
  *
- * Positions: delays_ms keys, "at", "truncate_after" and "exit_at" count the records of the
- * stream as written, after the init record is prepended (init is 0) and the api_retry
- * records are inserted. delays_ms["N"] waits before record N (and before the corrupt line
- * or the exit that happens at N); the corrupt line is written just before record N;
- * truncate_after N and exit_at N write records 0..N-1 and end. Without exit_code the run
- * exits 0, or 1 when api_retry.exhaust is true. An exit code of 130 ends the run with
- * SIGINT raised on itself (as the `interrupted` preset does).
+ * Positions (scenario files, "version": 2): delays_ms keys, api_retry.at, corrupt.at,
+ * truncate_after and exit_at.at count the file's "records" from 0; the init record that is
+ * prepended when the records do not start with one is not counted, nor are api_retry
+ * records. delays_ms["N"] waits before record N ("COUNT" before the end); api_retry puts
+ * its attempts just before record at (COUNT: after the last), and with exhaust nothing from
+ * record at on is written; corrupt replaces record at with its text (default: the first
+ * half of that record); truncate_after N writes records 0..N-1; exit_at N writes records
+ * 0..N and exits with its code. Without exit_code the run exits 0, or 1 when truncated or
+ * when api_retry.exhaust is true. An exit code of 130 ends the run with SIGINT raised on
+ * itself (as the `interrupted` preset does). A file that uses positions without
+ * "version": 2 was written for the numbering before (init 0, api_retry records counted,
+ * corrupt inserting a line): scenario_parse() refuses it with how to convert it.
+ *
+ * With ctx->partial_messages (claude's --include-partial-messages), each assistant message
+ * is preceded by a system/status record and the stream_event records the real CLI writes
+ * (message_start, content_block_start, content_block_delta..., the message itself,
+ * content_block_stop, message_delta, message_stop).
  *
  * Failures: scenario_parse() and scenario_preset() return -1 with err naming the scenario
  * (the file name given), the record and the problem, e.g.
@@ -36,6 +46,7 @@
 #define SCENARIO_ID_LEN 128 /* session ids, uuids and the like, with the NUL */
 #define SCENARIO_DEFAULT_MODEL "claude-sonnet-4-5"
 #define SCENARIO_CLI_VERSION "2.1.197" /* what the init record and session log claim */
+#define SCENARIO_FILE_VERSION 2        /* the scenario file "version" of these positions */
 
 struct scenario; /* a parsed scenario file or preset */
 
@@ -63,6 +74,7 @@ struct scenario_ctx {
     const char *permission_mode; /* --permission-mode; NULL for "default" */
     int64_t now_us;              /* wall clock, µs since the epoch, for log timestamps */
     uint64_t seed;               /* seeds the uuids, message ids and retry jitter */
+    int partial_messages;        /* --include-partial-messages: stream_event records too */
 };
 
 enum scenario_end {

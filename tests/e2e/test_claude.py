@@ -228,6 +228,54 @@ def test_preset(box, preset):
         assert tail == []
 
 
+def _reference(name):
+    """A file of ../shared/reference/claude-stream-json/, looked for beside the source tree
+    and above it (a worktree sits deeper); None when absent."""
+    src = Path(os.environ.get("APISIM_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+    for d in src.resolve().parents:
+        p = d / "shared" / "reference" / "claude-stream-json" / name
+        if p.is_file():
+            return p
+    return None
+
+
+REFERENCE = _reference("success.partial-messages.jsonl")
+
+
+def shape(rec):
+    """What identifies a record of a partial-messages stream: its type, subtype or event
+    type, and its keys in order."""
+    if rec["type"] == "stream_event":
+        return ("stream_event", rec["event"]["type"], tuple(rec), tuple(rec["event"]))
+    return (rec["type"], rec.get("subtype"), tuple(rec))
+
+
+def test_include_partial_messages_writes_stream_events_as_the_cli_does(box):
+    p = box.run("-p", PROMPT, "--output-format", "stream-json", "--verbose",
+                "--include-partial-messages", env=box.environ(APISIM_CLAUDE_PRESET="success"))
+    assert p.returncode == 0, p.stderr
+    recs = parse_stream(p.stdout)
+    got = [shape(r) for r in recs]
+    if REFERENCE is not None:
+        want = [shape(json.loads(line)) for line in REFERENCE.read_text().splitlines()]
+        # The same records in the same order with the same keys (the reference's message
+        # has three text deltas, as has "Hello from apisim.").
+        assert got == want
+    kinds = [s[1] if s[0] == "stream_event" else s[0] for s in got]
+    assert kinds[:4] == ["system", "system", "message_start", "content_block_start"]
+    assert kinds[-5:] == ["assistant", "content_block_stop", "message_delta", "message_stop",
+                          "result"]
+    text = "".join(r["event"]["delta"]["text"] for r in recs if r["type"] == "stream_event"
+                   and r["event"]["type"] == "content_block_delta")
+    assert text == recs[-1]["result"] == "Hello from apisim."
+    sid = recs[0]["session_id"]
+    assert all(r["session_id"] == sid for r in recs)
+    # Without the flag, no stream_event.
+    q = box.run("-p", PROMPT, "--output-format", "stream-json", "--verbose",
+                env=box.environ(APISIM_CLAUDE_PRESET="success"))
+    assert b"stream_event" not in q.stdout
+
+
 def test_hang_after_result_stays_alive_until_signalled(box):
     for sig, want in ((signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)):
         proc = box.popen("-p", PROMPT, "--output-format", "stream-json",
@@ -255,7 +303,7 @@ def test_delays_are_kept(box):
     sc = box.scenario({"records": [
         {"type": "assistant", "message": {"role": "assistant", "content": []}},
         {"type": "result", "subtype": "success", "is_error": False, "result": "ok"}],
-        "delays_ms": {"1": 400, "2": 250}})
+        "version": 2, "delays_ms": {"0": 400, "1": 250}})
     start = time.monotonic()
     proc = box.popen("-p", PROMPT, "--output-format", "stream-json", "--apisim-scenario", str(sc))
     try:
@@ -274,7 +322,8 @@ def test_delays_are_kept(box):
 
 
 def test_sigint_mid_stream_exits_130(box):
-    sc = box.scenario({"records": [{"type": "assistant"}], "delays_ms": {"1": 20000}})
+    sc = box.scenario({"version": 2, "records": [{"type": "assistant"}],
+                       "delays_ms": {"0": 20000}})
     proc = box.popen("-p", PROMPT, "--output-format", "stream-json", "--apisim-scenario", str(sc))
     try:
         lines, _ = read_lines(proc, count=1)
@@ -538,6 +587,19 @@ def test_record_that_is_not_an_object(box):
     assert str(sc) in line and "records[1] is not a JSON object (it is a string)" in line
 
 
+def test_old_numbering_is_refused_with_how_to_convert(box):
+    """A file with positions but no "version": 2 was written when the init record was 0."""
+    sc = box.scenario({"records": [{"type": "assistant"}, {"type": "result"}],
+                       "truncate_after": 2}, "old.json")
+    p = box.run("-p", "x", "--apisim-scenario", str(sc))
+    assert p.returncode == 2
+    line = one_error_line(p)
+    assert str(sc) in line and '"truncate_after" is a position' in line
+    assert 'subtract 1 from each position' in line and 'add "version": 2' in line
+    help_text = box.run("--help").stdout.decode()
+    assert 'count its "records" from 0' in help_text and '"version": 2' in help_text
+
+
 def test_unknown_preset(box):
     p = box.run("-p", "x", env=box.environ(APISIM_CLAUDE_PRESET="sucess"))
     assert p.returncode == 2
@@ -571,5 +633,113 @@ def test_claude_record_usage_errors(box):
     con = sqlite3.connect(db)
     try:
         assert con.execute("SELECT count(*) FROM claude_runs").fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+# ---- stderr with its timing; scenario steps ----------------------------------------------
+
+STDERR_SCRIPT = r"""
+import sys, time
+def err(s):
+    sys.stderr.write(s); sys.stderr.flush()
+def out(s):
+    sys.stdout.write(s + "\n"); sys.stdout.flush()
+err("starting\n")
+time.sleep(0.4)
+out('{"type": "system", "subtype": "init", "session_id": "s"}')
+time.sleep(0.4)
+err("retrying\n")
+time.sleep(0.4)
+out('{"type": "result", "session_id": "s"}')
+sys.exit(4)
+"""
+
+
+def read_both(proc, timeout=10.0):
+    """Everything proc writes on stdout and stderr until both close: [(time, "out"|"err",
+    bytes)] in the order it was read."""
+    fds = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
+    got, deadline = [], time.monotonic() + timeout
+    while fds:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out: {got!r}"
+        ready, _, _ = select.select(list(fds), [], [], left)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del fds[fd]
+            else:
+                got.append((time.monotonic(), fds[fd], chunk))
+    return got
+
+
+def test_stderr_is_recorded_and_replayed_with_its_timing(box):
+    db = box.tmp / "err.db"
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--session", "e", "--",
+                        sys.executable, "-c", STDERR_SCRIPT], cwd=box.work, env=box.env,
+                       capture_output=True, timeout=15)
+    assert p.returncode == 4, p.stderr
+    con = sqlite3.connect(db)
+    try:
+        chunks = con.execute("SELECT idx, offset_us, chunk FROM claude_stderr ORDER BY idx"
+                             ).fetchall()
+        lines = [r[0] for r in con.execute("SELECT offset_us FROM claude_lines ORDER BY idx")]
+        whole = con.execute("SELECT stderr FROM claude_runs").fetchone()[0]
+    finally:
+        con.close()
+    assert "".join(c[2] for c in chunks) == whole == "starting\nretrying\n"
+    assert chunks[0][1] < lines[0] < chunks[-1][1] < lines[1]
+
+    proc = box.popen("-p", "x", env=box.environ(APISIM_DB=db, APISIM_SESSION="e"))
+    try:
+        got = read_both(proc)
+        assert proc.wait(timeout=10) == 4
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    # Interleaved as recorded: err, out, err, out — not stderr in one block at the end.
+    kinds = [k for _, k, _ in got]
+    assert kinds == ["err", "out", "err", "out"], got
+    assert b"".join(c for _, k, c in got if k == "err") == b"starting\nretrying\n"
+    t = [ts for ts, _, _ in got]
+    for k in range(1, 4):
+        want = 0.4
+        assert abs((t[k] - t[k - 1]) - want) <= 0.2 * want + 0.05, (k, t)
+
+
+def test_claude_record_stores_scenario_steps(box):
+    db = box.tmp / "steps.db"
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--session", "plan",
+                        "--step", "plan", "--tool", "run_skill", "--model", "sonnet",
+                        "--recipe", "demo", "--", "sh", "-c", "echo '{\"type\":\"result\"}'"],
+                       cwd=box.work, env=box.env, capture_output=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([box.bin, "claude-record", "--db", str(db), "--step", "test",
+                        "--tool", "run_cmd", "--recipe", "demo",
+                        "--summary", '{"exit_code": 0, "stdout_head": "ok"}'],
+                       cwd=box.work, env=box.env, capture_output=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT s.recipe, s.step_name, s.tool, s.model, r.session, "
+                           "s.result_summary FROM scenario_steps s LEFT JOIN claude_runs r "
+                           "ON r.id = s.run_id ORDER BY s.id").fetchall()
+    finally:
+        con.close()
+    assert rows[0] == ("demo", "plan", "run_skill", "sonnet", "plan", None)
+    assert rows[1][:5] == ("demo", "test", "run_cmd", None, None)
+    assert json.loads(rows[1][5]) == {"exit_code": 0, "stdout_head": "ok"}
+    # Bad step options: exit 2, one line saying what is wrong, nothing stored.
+    for args, want in ((["--tool", "x", "--", "true"], "give its name with --step"),
+                       (["--step", "s", "--summary", "[1]"], "must be a JSON object"),
+                       (["--step", "s", "--summary", "{", ], "not valid JSON"),
+                       (["--step", "s", "--summary", "{}", "--", "true"], "not both")):
+        q = subprocess.run([box.bin, "claude-record", "--db", str(db), *args], cwd=box.work,
+                           env=box.env, capture_output=True, timeout=15)
+        assert q.returncode == 2 and want in q.stderr.decode(), (args, q.stderr)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM scenario_steps").fetchone()[0] == 2
     finally:
         con.close()

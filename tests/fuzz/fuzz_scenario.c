@@ -1,5 +1,6 @@
 /* libFuzzer target: fake-claude scenario files (scenario.h): parse, then build the run the
- * CLI would play. The whole input is the file's text. */
+ * CLI would play (plain, and with the stream_event records of --include-partial-messages).
+ * The whole input is the file's text. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -22,8 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct scenario_run *run = NULL;
     if (scenario_build(sc, &ctx, &run, err) == 0)
         scenario_run_free(run);
+    /* Again with a session id, no prompt and --include-partial-messages. */
     ctx.session_id = "6f1c0bde-0000-4000-8000-000000000001";
     ctx.prompt = NULL;
+    ctx.partial_messages = 1;
     run = NULL;
     if (scenario_build(sc, &ctx, &run, err) == 0)
         scenario_run_free(run);

@@ -405,54 +405,77 @@ static void test_files(void)
         int exit_code;
         const char *delays; /* delay_us of each step, comma-separated, then ";" end delay */
     } cases[] = {
-        /* delays before records; init prepended */
-        {"{\"records\":[{\"type\":\"assistant\",\"message\":{\"content\":[]}},"
-         "{\"type\":\"result\",\"result\":\"hi\"}],\"delays_ms\":{\"1\":250,\"2\":100.5}}",
+        /* delays before records; init prepended, not counted */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\",\"message\":{\"content\":[]}},"
+         "{\"type\":\"result\",\"result\":\"hi\"}],\"delays_ms\":{\"0\":250,\"1\":100.5}}",
          "system/init assistant result", SCENARIO_END_EXIT, 0, "0,250000,100500;0"},
-        /* a corrupt line with its text, before record 1, taking record 1's delay */
-        {"{\"records\":[{\"type\":\"assistant\"}],\"corrupt\":{\"at\":1,\"text\":\"{oops\"},"
-         "\"delays_ms\":{\"1\":5}}",
-         "system/init ! assistant", SCENARIO_END_EXIT, 0, "0,5000,0;0"},
-        /* a corrupt line at the end */
-        {"{\"records\":[{\"type\":\"assistant\"}],\"corrupt\":{\"at\":2}}",
-         "system/init assistant !", SCENARIO_END_EXIT, 0, "0,0,0;0"},
-        /* truncation after the init record, with the exit code given */
-        {"{\"records\":[{\"type\":\"assistant\"}],\"truncate_after\":1,\"exit_code\":1,"
-         "\"delays_ms\":{\"1\":30}}",
+        /* a corrupt line with its text replaces record 0, taking its delay */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+         "\"corrupt\":{\"at\":0,\"text\":\"{oops\"},\"delays_ms\":{\"0\":5}}",
+         "system/init ! result", SCENARIO_END_EXIT, 0, "0,5000,0;0"},
+        /* the last record corrupt */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],\"corrupt\":{\"at\":0}}",
+         "system/init !", SCENARIO_END_EXIT, 0, "0,0;0"},
+        /* truncate_after 0: nothing of the records, exit 1 by default, the wait before it */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],\"truncate_after\":0,"
+         "\"delays_ms\":{\"0\":30}}",
          "system/init", SCENARIO_END_EXIT, 1, "0;30000"},
-        /* exit_at wins over the exit code */
-        {"{\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
-         "\"exit_at\":{\"at\":2,\"code\":3},\"exit_code\":0,\"delays_ms\":{\"2\":40}}",
+        /* truncate_after the last record still says truncated: exit 1 */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],\"truncate_after\":1}",
+         "system/init assistant", SCENARIO_END_EXIT, 1, "0,0;0"},
+        /* exit_at N writes record N; it wins over the exit code */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+         "\"exit_at\":{\"at\":0,\"code\":3},\"exit_code\":0,\"delays_ms\":{\"1\":40}}",
          "system/init assistant", SCENARIO_END_EXIT, 3, "0,0;40000"},
         /* exit_at with 130 is an interrupt */
-        {"{\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
-         "\"exit_at\":{\"at\":1,\"code\":130}}",
-         "system/init", SCENARIO_END_INTERRUPT, 130, "0;0"},
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+         "\"exit_at\":{\"at\":0,\"code\":130}}",
+         "system/init assistant", SCENARIO_END_INTERRUPT, 130, "0,0;0"},
         /* exit_code 130 at the end is an interrupt too */
         {"{\"records\":[],\"exit_code\":130}", "system/init", SCENARIO_END_INTERRUPT, 130, "0;0"},
-        /* recovered API retries at record 1 */
-        {"{\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+        /* recovered API retries before record 1 */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
          "\"api_retry\":{\"at\":1,\"attempts\":2}}",
-         "system/init system/api_retry system/api_retry assistant result", SCENARIO_END_EXIT, 0,
+         "system/init assistant system/api_retry system/api_retry result", SCENARIO_END_EXIT, 0,
          "0,0,0,0,0;0"},
-        /* exhausted API retries replace what came next; exit 1 by default */
-        {"{\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+        /* retries after the last record */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],"
+         "\"api_retry\":{\"at\":1,\"attempts\":1}}",
+         "system/init assistant system/api_retry", SCENARIO_END_EXIT, 0, "0,0,0;0"},
+        /* exhausted API retries (at 0 by default): nothing of the records; exit 1 */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
          "\"api_retry\":{\"attempts\":3,\"status\":500,\"exhaust\":true}}",
-         "system/init system/api_retry system/api_retry system/api_retry assistant result",
-         SCENARIO_END_EXIT, 1, "0,0,0,0,0,0;0"},
-        {"{\"records\":[],\"api_retry\":{\"attempts\":1,\"exhaust\":true},\"exit_code\":7}",
-         "system/init system/api_retry assistant result", SCENARIO_END_EXIT, 7, "0,0,0,0;0"},
-        /* an init record of the file's own is kept, not doubled */
+         "system/init system/api_retry system/api_retry system/api_retry", SCENARIO_END_EXIT, 1,
+         "0,0,0,0;0"},
+        {"{\"version\":2,\"records\":[],\"api_retry\":{\"attempts\":1,\"exhaust\":true},"
+         "\"exit_code\":7}",
+         "system/init system/api_retry", SCENARIO_END_EXIT, 7, "0,0;0"},
+        /* positions after the retries skip them: exit_at 0 stops before retries at 1 */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+         "\"api_retry\":{\"at\":1,\"attempts\":2},\"exit_at\":{\"at\":0,\"code\":4}}",
+         "system/init assistant", SCENARIO_END_EXIT, 4, "0,0;0"},
+        /* truncate_after 1 does not write the retries that come before record 1 */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"},{\"type\":\"result\"}],"
+         "\"api_retry\":{\"at\":1,\"attempts\":2},\"truncate_after\":1}",
+         "system/init assistant", SCENARIO_END_EXIT, 1, "0,0;0"},
+        /* a delay before a record with retries before it waits after them */
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],"
+         "\"api_retry\":{\"at\":0,\"attempts\":1},\"delays_ms\":{\"0\":10}}",
+         "system/init system/api_retry assistant", SCENARIO_END_EXIT, 0, "0,0,10000;0"},
+        /* an init record of the file's own is kept, not doubled, and is record 0 */
         {"{\"records\":[{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"abc\"},"
          "{\"type\":\"result\",\"result\":\"x\"}]}",
          "system/init result", SCENARIO_END_EXIT, 0, "0,0;0"},
+        {"{\"version\":2,\"records\":[{\"type\":\"system\",\"subtype\":\"init\"},"
+         "{\"type\":\"result\",\"result\":\"x\"}],\"truncate_after\":1}",
+         "system/init", SCENARIO_END_EXIT, 1, "0;0"},
         /* hang after the result: what follows it is not written */
         {"{\"records\":[{\"type\":\"result\"},{\"type\":\"assistant\"}],"
          "\"hang_after_result\":true}",
          "system/init result", SCENARIO_END_HANG, 0, "0,0;0"},
         /* hang without a result: at the end */
-        {"{\"records\":[{\"type\":\"assistant\"}],\"hang_after_result\":true,"
-         "\"truncate_after\":1}",
+        {"{\"version\":2,\"records\":[{\"type\":\"assistant\"}],\"hang_after_result\":true,"
+         "\"truncate_after\":0}",
          "system/init", SCENARIO_END_HANG, 0, "0;0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -491,19 +514,31 @@ static void test_file_details(void)
     cJSON *o = NULL;
     const char *text;
 
-    /* the default corrupt text is the first half of the record it comes before */
-    text = "{\"records\":[{\"type\":\"assistant\",\"message\":{\"content\":\"abcdefgh\"}}],"
-           "\"corrupt\":{\"at\":1}}";
+    /* the default corrupt text is the first half of the record it replaces (the same
+     * record as written without corrupt: same seed, same ids) */
+    const char *plain = "{\"records\":[{\"type\":\"assistant\",\"message\":{\"content\":"
+                        "\"abcdefgh\"}},{\"type\":\"result\"}]}";
+    text = "{\"version\":2,\"records\":[{\"type\":\"assistant\",\"message\":{\"content\":"
+           "\"abcdefgh\"}},{\"type\":\"result\"}],\"corrupt\":{\"at\":0}}";
+    struct scenario *sc2 = NULL;
+    struct scenario_run *run2 = NULL;
     CHECK(scenario_parse(text, strlen(text), "c.json", &sc, err) == 0, "%s", err);
-    if (sc && (run = build(sc, &CTX)) && run->nsteps == 3) {
+    CHECK(scenario_parse(plain, strlen(plain), "p.json", &sc2, err) == 0, "%s", err);
+    if (sc && sc2 && (run = build(sc, &CTX)) && (run2 = build(sc2, &CTX)) && run->nsteps == 3 &&
+        run2->nsteps == 3) {
         size_t half = strlen(run->steps[1].line);
         CHECK(run->steps[1].corrupt, "step 1 corrupt");
-        CHECK(half > 0 && half < strlen(run->steps[2].line) &&
-                  strncmp(run->steps[1].line, run->steps[2].line, half) == 0,
-              "corrupt line \"%s\" is a prefix of \"%s\"", run->steps[1].line, run->steps[2].line);
+        CHECK(half > 0 && half < strlen(run2->steps[1].line) &&
+                  strncmp(run->steps[1].line, run2->steps[1].line, half) == 0,
+              "corrupt line \"%s\" is a prefix of \"%s\"", run->steps[1].line, run2->steps[1].line);
+        CHECK(strcmp(run->steps[2].line, run2->steps[2].line) == 0, "the record after is kept");
+    } else {
+        CHECK(0, "corrupt runs: %zu and %zu steps", run ? run->nsteps : 0, run2 ? run2->nsteps : 0);
     }
     scenario_run_free(run);
+    scenario_run_free(run2);
     scenario_free(sc);
+    scenario_free(sc2);
     run = NULL;
     sc = NULL;
 
@@ -561,7 +596,7 @@ static void test_file_details(void)
     sc = NULL;
 
     /* recovered retries: max_retries 10, status and error of a 429 */
-    text = "{\"records\":[],\"api_retry\":{\"attempts\":2,\"status\":429}}";
+    text = "{\"version\":2,\"records\":[],\"api_retry\":{\"attempts\":2,\"status\":429}}";
     CHECK(scenario_parse(text, strlen(text), "r.json", &sc, err) == 0, "%s", err);
     if (sc && (run = build(sc, &CTX)) && run->nsteps == 3) {
         o = step_json(run, 2);
@@ -570,6 +605,102 @@ static void test_file_details(void)
               "429 retry");
     }
     cJSON_Delete(o);
+    scenario_run_free(run);
+    scenario_free(sc);
+}
+
+/* ------------------------------------------------------------ partial messages */
+
+/* The event types of run's stream_event records and the other records' types, in order. */
+static void event_types(const struct scenario_run *run, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < run->nsteps; i++) {
+        cJSON *o = step_json(run, i);
+        const char *t = str(o, "type");
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "event");
+        char name[64];
+        if (e)
+            snprintf(name, sizeof name, "%s", str(e, "type"));
+        else if (strcmp(t, "system") == 0)
+            snprintf(name, sizeof name, "system/%s", str(o, "subtype"));
+        else
+            snprintf(name, sizeof name, "%s", t);
+        cJSON_Delete(o);
+        int w = snprintf(out + n, outlen - n, "%s%s", i ? " " : "", name);
+        if (w > 0 && (size_t)w < outlen - n)
+            n += (size_t)w;
+    }
+}
+
+/* With --include-partial-messages the order of
+ * reference/claude-stream-json/success.partial-messages.jsonl, and the deltas add up to the
+ * message's text; the session log and the result do not change. */
+static void test_partial_messages(void)
+{
+    char err[APISIM_ERR_LEN] = "", types[1024];
+    struct scenario *sc = NULL;
+    struct scenario_ctx ctx = CTX;
+    ctx.partial_messages = 1;
+    CHECK(scenario_preset("success", &sc, err) == 0, "%s", err);
+    struct scenario_run *run = sc ? build(sc, &ctx) : NULL;
+    struct scenario_run *plain = sc ? build(sc, &CTX) : NULL;
+    if (run && plain) {
+        event_types(run, types, sizeof types);
+        const char *want = "system/init system/status message_start content_block_start "
+                           "content_block_delta content_block_delta content_block_delta assistant "
+                           "content_block_stop message_delta message_stop result";
+        CHECK(strcmp(types, want) == 0, "partial types \"%s\"", types);
+        char text[256] = "";
+        size_t n = 0;
+        for (size_t i = 0; i < run->nsteps; i++) {
+            cJSON *o = step_json(run, i);
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "event");
+            if (e && strcmp(str(e, "type"), "content_block_delta") == 0) {
+                const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "delta");
+                n += (size_t)snprintf(text + n, sizeof text - n, "%s", str(d, "text"));
+                CHECK(strcmp(str(d, "type"), "text_delta") == 0, "text_delta");
+            }
+            if (e)
+                CHECK(strcmp(str(o, "session_id"), run->session_id) == 0 &&
+                          is_uuid4(str(o, "uuid")),
+                      "stream_event %zu has the session id and a uuid", i);
+            cJSON_Delete(o);
+        }
+        CHECK(strcmp(text, "Hello from apisim.") == 0, "deltas add up to \"%s\"", text);
+        CHECK(run->steps[run->nsteps - 1].is_result, "the result is last");
+        size_t logs = 0, plain_logs = 0;
+        for (size_t i = 0; i < run->nsteps; i++)
+            logs += run->steps[i].log != NULL;
+        for (size_t i = 0; i < plain->nsteps; i++)
+            plain_logs += plain->steps[i].log != NULL;
+        CHECK(logs == plain_logs, "session log lines %zu, without partials %zu", logs, plain_logs);
+    }
+    scenario_run_free(run);
+    scenario_run_free(plain);
+    scenario_free(sc);
+    sc = NULL;
+    run = NULL;
+
+    /* a tool call streams its input as one input_json_delta */
+    CHECK(scenario_preset("max-turns", &sc, err) == 0, "%s", err);
+    if (sc && (run = build(sc, &ctx))) {
+        event_types(run, types, sizeof types);
+        CHECK(strstr(types, "system/status message_start content_block_start content_block_delta "
+                            "assistant content_block_stop message_delta message_stop user") != NULL,
+              "tool use types \"%s\"", types);
+        for (size_t i = 0; i < run->nsteps; i++) {
+            cJSON *o = step_json(run, i);
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "event");
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "delta");
+            if (d && str(d, "partial_json")[0])
+                CHECK(strcmp(str(d, "type"), "input_json_delta") == 0 &&
+                          strstr(str(d, "partial_json"), "\"command\""),
+                      "input_json_delta %s", str(d, "partial_json"));
+            cJSON_Delete(o);
+        }
+    }
     scenario_run_free(run);
     scenario_free(sc);
 }
@@ -596,24 +727,39 @@ static void test_parse_errors(void)
          "records[1] is not a JSON object (it is an array)"},
         {"{\"records\":[{\"message\":{}}]}", "records[0] has no \"type\" string"},
         {"{\"records\":[],\"bogus\":1}", "unknown key \"bogus\" in the scenario"},
-        {"{\"records\":[],\"delays_ms\":[]}", "delays_ms must be an object"},
-        {"{\"records\":[],\"delays_ms\":{\"a\":1}}", "delays_ms key \"a\" is not a record index"},
-        {"{\"records\":[],\"delays_ms\":{\"2\":1}}", "delays_ms key \"2\" is past the 1 records"},
-        {"{\"records\":[],\"delays_ms\":{\"0\":-1}}", "delays_ms[\"0\"] must be a number"},
-        {"{\"records\":[],\"delays_ms\":{\"0\":\"5\"}}", "delays_ms[\"0\"] must be a number"},
-        {"{\"records\":[],\"api_retry\":{\"at\":0}}", "api_retry.at must be an integer from 1"},
-        {"{\"records\":[],\"api_retry\":{\"at\":5}}", "api_retry.at 5 is past the 1 records"},
-        {"{\"records\":[],\"api_retry\":{\"status\":\"529\"}}",
+#define V2 "{\"version\":2,"
+        {V2 "\"records\":[],\"delays_ms\":[]}", "delays_ms must be an object"},
+        {V2 "\"records\":[],\"delays_ms\":{\"a\":1}}", "delays_ms key \"a\" is not a record index"},
+        {V2 "\"records\":[],\"delays_ms\":{\"2\":1}}", "delays_ms key \"2\" is past the 0 records"},
+        {V2 "\"records\":[],\"delays_ms\":{\"0\":-1}}", "delays_ms[\"0\"] must be a number"},
+        {V2 "\"records\":[],\"delays_ms\":{\"0\":\"5\"}}", "delays_ms[\"0\"] must be a number"},
+        {V2 "\"records\":[],\"api_retry\":{\"at\":-1}}", "api_retry.at must be an integer from 0"},
+        {V2 "\"records\":[],\"api_retry\":{\"at\":5}}", "api_retry.at 5 is past the 0 records"},
+        {V2 "\"records\":[],\"api_retry\":{\"status\":\"529\"}}",
          "api_retry.status must be an integer from 100 to 599 (it is a string)"},
-        {"{\"records\":[],\"api_retry\":{\"tries\":2}}", "unknown key \"tries\" in api_retry"},
-        {"{\"records\":[],\"api_retry\":{\"exhaust\":1}}", "api_retry.exhaust must be true or"},
-        {"{\"records\":[],\"corrupt\":{}}", "corrupt needs \"at\""},
-        {"{\"records\":[],\"corrupt\":{\"at\":9}}", "corrupt.at must be an integer from 0 to 1"},
-        {"{\"records\":[],\"corrupt\":{\"at\":0,\"text\":\"a\\nb\"}}", "must be one line"},
-        {"{\"records\":[],\"truncate_after\":-1}", "truncate_after must be an integer from 0"},
-        {"{\"records\":[],\"truncate_after\":1.5}", "truncate_after must be an integer"},
-        {"{\"records\":[],\"exit_at\":{\"at\":1}}", "exit_at needs \"at\" and \"code\""},
-        {"{\"records\":[],\"exit_at\":{\"at\":0,\"code\":300}}", "exit_at.code must be an integer"},
+        {V2 "\"records\":[],\"api_retry\":{\"tries\":2}}", "unknown key \"tries\" in api_retry"},
+        {V2 "\"records\":[],\"api_retry\":{\"exhaust\":1}}", "api_retry.exhaust must be true or"},
+        {V2 "\"records\":[],\"corrupt\":{}}", "corrupt needs \"at\""},
+        {V2 "\"records\":[],\"corrupt\":{\"at\":0}}", "corrupt.at: there is no record to replace"},
+        {V2 "\"records\":[{\"type\":\"a\"}],\"corrupt\":{\"at\":1}}",
+         "corrupt.at must be an integer from 0 to 0"},
+        {V2 "\"records\":[{\"type\":\"a\"}],\"corrupt\":{\"at\":0,\"text\":\"a\\nb\"}}",
+         "must be one line"},
+        {V2 "\"records\":[],\"truncate_after\":-1}", "truncate_after must be an integer from 0"},
+        {V2 "\"records\":[],\"truncate_after\":1.5}", "truncate_after must be an integer"},
+        {V2 "\"records\":[{\"type\":\"a\"}],\"exit_at\":{\"at\":1}}",
+         "exit_at needs \"at\" and \"code\""},
+        {V2 "\"records\":[{\"type\":\"a\"}],\"exit_at\":{\"at\":0,\"code\":300}}",
+         "exit_at.code must be an integer"},
+        {V2 "\"records\":[{\"type\":\"a\"}],\"exit_at\":{\"at\":1,\"code\":3}}",
+         "exit_at.at must be an integer from 0 to 0"},
+        {V2 "\"records\":[],\"exit_at\":{\"at\":0,\"code\":3}}", "exit_at.at: there is no record"},
+        /* positions written for the numbering before version 2 are refused, saying how */
+        {"{\"records\":[],\"truncate_after\":0}",
+         "\"truncate_after\" is a position, and the file has no \"version\": 2"},
+        {"{\"version\":1,\"records\":[],\"api_retry\":{}}", "subtract 1 from each position"},
+        {"{\"version\":3,\"records\":[]}", "version must be an integer from 1 to 2"},
+#undef V2
         {"{\"records\":[],\"exit_code\":256}", "exit_code must be an integer from 0 to 255"},
         {"{\"records\":[],\"hang_after_result\":\"yes\"}", "hang_after_result must be true or"},
         {"{\"records\":[],\"session_id\":5}", "session_id must be a string (it is a number)"},
@@ -668,6 +814,7 @@ int main(void)
     test_preset_records();
     test_files();
     test_file_details();
+    test_partial_messages();
     test_parse_errors();
     test_slug();
     if (failures) {

@@ -12,6 +12,9 @@ import tempfile
 from ._binary import find_binary
 from .errors import ApisimError
 
+# The scenario file "version" whose positions count the added messages from 0.
+SCENARIO_VERSION = 2
+
 # What run() passes when given no arguments: print mode with stream-json records.
 DEFAULT_ARGS = ("-p", "hello", "--output-format", "stream-json", "--verbose")
 
@@ -32,7 +35,8 @@ def slug(cwd):
 class ClaudeResult:
     """One run of the fake CLI.
 
-    exit_code    the exit status (130 after SIGINT, negative for another signal)
+    exit_code    the exit status (130 after SIGINT, negative for another signal); also
+                 `returncode`, as subprocess names it
     stdout       text written to stdout;  stderr  text written to stderr
     records      stdout lines that are JSON, parsed, in order
     invalid_lines  [(line index, text)] of stdout lines that are not JSON (corrupt-stream)
@@ -55,6 +59,10 @@ class ClaudeResult:
                 self.invalid_lines.append((i, line))
         self.session_id = next((r["session_id"] for r in self.records
                                 if isinstance(r, dict) and r.get("session_id")), None)
+
+    @property
+    def returncode(self):
+        return self.exit_code
 
     @property
     def result(self):
@@ -88,6 +96,14 @@ class ClaudeResult:
                 f"invalid_lines={len(self.invalid_lines)}, timed_out={self.timed_out})")
 
 
+def _position(value, what):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is a message position (an int), not {type(value).__name__}")
+    if value < 0:
+        raise ApisimError(f"{what}={value}: positions count the messages from 0")
+    return value
+
+
 def _listing(root):
     out = []
     for d, _, files in os.walk(root):
@@ -100,18 +116,24 @@ class FakeClaude:
 
     Build a scenario (each method returns self):
         add_message(record)            a stream-json record ({"type": "assistant", ...})
-        delay_message(n, millis)       wait before record n
+        delay_message(n, ms)           wait ms milliseconds before message n
         inject_api_retry(at_message, error_status=529, attempts=3, exhaust=False)
-        corrupt_stream(at_message, error_text)   a non-JSON line before record at_message
-        truncate_after(n)              write records 0..n-1, then exit
-        inject_exit(at_message, code)  exit with code at record at_message
-        set_exit_code(code)            exit status after the last record
+                                       `attempts` system/api_retry records just before
+                                       message at_message; with exhaust, nothing from that
+                                       message on is written and the exit status is 1
+        corrupt_stream(at_message, error_text)   message at_message replaced by that
+                                       non-JSON line
+        truncate_after(n)              write messages 0..n-1, then exit 1
+        inject_exit(n, code)           write messages 0..n, then exit with code
+        set_exit_code(code)            exit status after the last message
         set_stderr(text)               written to stderr at the end
         hang_after_result()            stay alive after the result until signalled
         preset(name)                   one of PRESETS instead of a scenario
-    Positions count the records as written: the init record (prepended when the records do
-    not start with one) is 0, and api_retry records count. With neither records nor a preset,
-    the `success` preset runs.
+    Positions count the messages added with add_message from 0, in order; the init record
+    apisim prepends (when the messages do not start with one) is not counted, nor are
+    api_retry records. A position may name a message added later; one past the end when the
+    scenario is run or written raises ApisimError. With neither messages nor a preset, the
+    `success` preset runs.
 
     run(args=(), env=None, timeout=None, cwd=None, input=None) -> ClaudeResult runs
     `apisim claude ARGS` (DEFAULT_ARGS when args is empty) with CLAUDE_CONFIG_DIR set to a
@@ -126,7 +148,7 @@ class FakeClaude:
 
     def __init__(self, session_id=None, model=None, binary=None):
         self.binary = binary
-        self._scenario = {"records": []}
+        self._scenario = {"version": SCENARIO_VERSION, "records": []}
         if session_id is not None:
             self._scenario["session_id"] = session_id
         if model is not None:
@@ -164,30 +186,33 @@ class FakeClaude:
             self.add_message(r)
         return self
 
-    def delay_message(self, n, millis):
+    def delay_message(self, n, ms):
         self._edit()
-        self._scenario.setdefault("delays_ms", {})[str(int(n))] = millis
+        self._scenario.setdefault("delays_ms", {})[str(_position(n, "delay_message(n)"))] = ms
         return self._changed()
 
     def inject_api_retry(self, at_message, error_status=529, attempts=3, exhaust=False):
         self._edit()
+        at_message = _position(at_message, "inject_api_retry(at_message)")
         self._scenario["api_retry"] = {"at": at_message, "status": error_status,
                                        "attempts": attempts, "exhaust": bool(exhaust)}
         return self._changed()
 
     def corrupt_stream(self, at_message, error_text):
         self._edit()
-        self._scenario["corrupt"] = {"at": at_message, "text": error_text}
+        self._scenario["corrupt"] = {"at": _position(at_message, "corrupt_stream(at_message)"),
+                                     "text": error_text}
         return self._changed()
 
     def truncate_after(self, n):
         self._edit()
-        self._scenario["truncate_after"] = n
+        self._scenario["truncate_after"] = _position(n, "truncate_after(n)")
         return self._changed()
 
     def inject_exit(self, at_message, code):
         self._edit()
-        self._scenario["exit_at"] = {"at": at_message, "code": code}
+        self._scenario["exit_at"] = {"at": _position(at_message, "inject_exit(at_message)"),
+                                     "code": code}
         return self._changed()
 
     def set_exit_code(self, code):
@@ -218,23 +243,54 @@ class FakeClaude:
             return None
         return copy.deepcopy(self._scenario)
 
-    def write_scenario(self, path):
-        """Write the scenario file to path (for `claude --apisim-scenario PATH`)."""
+    def check(self):
+        """Raise ApisimError when a position is past the messages added so far."""
+        sc = self.scenario()
+        if sc is None:
+            return self
+        n = len(sc["records"])
+        what = f"the scenario has {n} message{'s' if n != 1 else ''}"
+
+        def past(call, at, last):
+            if at > last:
+                span = f"0..{last}" if last >= 0 else "none"
+                raise ApisimError(f"{call}={at} is past the end: {what} (positions {span}; "
+                                  "count from 0 the messages given to add_message)")
+
+        for key in sc.get("delays_ms", {}):
+            past("delay_message(n)", int(key), n)
+        if "api_retry" in sc:
+            past("inject_api_retry(at_message)", sc["api_retry"]["at"], n)
+        if "corrupt" in sc:
+            past("corrupt_stream(at_message)", sc["corrupt"]["at"], n - 1)
+        if "truncate_after" in sc:
+            past("truncate_after(n)", sc["truncate_after"], n)
+        if "exit_at" in sc:
+            past("inject_exit(at_message)", sc["exit_at"]["at"], n - 1)
+        return self
+
+    def write_scenario(self, path, check=True):
+        """Write the scenario file to path (for `claude --apisim-scenario PATH`). Raises
+        ApisimError, writing nothing, when a position is past the end."""
         sc = self.scenario()
         if sc is None:
             raise ApisimError("no scenario to write: a preset is chosen (or nothing was "
                               "added, which runs the `success` preset)")
-        with open(path, "w", encoding="utf-8") as f:
+        if check:
+            self.check()
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(sc, f, indent=1)
+        os.replace(tmp, path)  # a reader never sees half a file
         return path
 
-    def _selection(self, workdir):
+    def _selection(self, workdir, check=True):
         """{var: value} choosing this scenario for a child process."""
         sc = self.scenario()
         if sc is None:
             return {"APISIM_CLAUDE_PRESET": self._preset or "success"}
         path = os.path.join(workdir, "scenario.json")
-        self.write_scenario(path)
+        self.write_scenario(path, check=check)
         return {"APISIM_CLAUDE_SCENARIO": path}
 
     def _mkdtemp(self, prefix):
@@ -249,6 +305,7 @@ class FakeClaude:
         os.environ. With `timeout` (seconds), a run still going then gets SIGINT (as a
         harness interrupting it would), and the result has timed_out=True."""
         binary = find_binary(self.binary)
+        self.check()
         args = [str(a) for a in (args or DEFAULT_ARGS)]
         workdir = self._mkdtemp("apisim-claude-run-")
         config_dir = os.path.join(workdir, "config")
@@ -283,7 +340,9 @@ class FakeClaude:
     def _publish(self):
         for var in _SCENARIO_VARS:
             os.environ.pop(var, None)
-        os.environ.update(self._selection(self._workdir))
+        # Inside the block a position may name a message not added yet: the file is written
+        # as it stands, and `claude` itself says what is wrong if it is spawned so.
+        os.environ.update(self._selection(self._workdir, check=False))
 
     def __enter__(self):
         if self._saved_env is not None:
@@ -325,3 +384,13 @@ class FakeClaude:
         for d in self._tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
         self._tmpdirs = []
+
+
+# The names the seed's api-simulator gave it.
+FakeClaudeCLI = FakeClaude
+ClaudeCLI = FakeClaude
+
+
+# The multi-step scenario recorder and player (apisim/_scenario.py builds on this module).
+from ._scenario import (  # noqa: E402
+    ScenarioPlayer, ScenarioRecorder, make_scenario_player, make_scenario_recorder)

@@ -1,4 +1,5 @@
-"""The one exception type of the package."""
+"""The exceptions of the package: ApisimError, and ScenarioError for the scenario recorder
+and player."""
 
 
 class ApisimError(Exception):
@@ -14,3 +15,10 @@ class ApisimError(Exception):
         self.message = message if message is not None else text
         self.status = status
         self.body = body
+
+
+class ScenarioError(ApisimError, ValueError):
+    """A multi-step scenario cannot be recorded or played as asked (apisim.claude.
+    make_scenario_recorder / make_scenario_player): a missing directory, a step name that
+    cannot name a cassette, no scenario.json, a command that cannot run. Raised before
+    anything is written."""

@@ -6,7 +6,8 @@ Loaded automatically when the package is installed (entry point `pytest11`); oth
     mock_http_server  an apisim.Server (`apisim mock`), one per test session, reset before
                       each test: stubs, journal, sequence counters and the quota fixture
                       start empty
-    fake_claude       a fresh apisim.FakeClaude, its temporary files removed afterwards
+    fake_claude       a fresh apisim.FakeClaude (the seed's apisim.claude.FakeClaudeCLI /
+                      ClaudeCLI), its temporary files removed afterwards
     apisim_replay     factory: apisim_replay(path, **Server keywords) -> a running
                       `apisim replay --db path`; stopped at the end of the test
 """

@@ -76,17 +76,23 @@ class ResponseSpec:
                 f"headers={self.headers!r}, delay_ms={self.delay_ms!r})")
 
 
-def _as_spec(spec, kwargs):
+def _as_spec(spec, kwargs, where="register()"):
+    """A ResponseSpec from what register() was given: a spec, a bare status, a dict of the
+    older keyword form ({"json": ..., "status": ...}), or keyword arguments."""
+    from .http import response_from_keywords  # http builds on this module
+
     if spec is None:
-        return ResponseSpec(**kwargs)
+        return response_from_keywords(kwargs, where)
     if kwargs:
-        raise TypeError("give either a ResponseSpec or keyword arguments, not both")
+        raise TypeError(f"{where}: give either a ResponseSpec or keyword arguments, not both")
     if isinstance(spec, ResponseSpec):
         return spec
     if isinstance(spec, int) and not isinstance(spec, bool):
         return ResponseSpec(status=spec)
-    raise TypeError(f"expected a ResponseSpec, not {type(spec).__name__} (a JSON body is "
-                    "ResponseSpec(body={...}))")
+    if isinstance(spec, dict):
+        return response_from_keywords(spec, where)
+    raise TypeError(f"{where}: expected a ResponseSpec, not {type(spec).__name__} (a JSON body "
+                    "is ResponseSpec(body={...}), or json={...} as a keyword)")
 
 
 class Server:
@@ -328,23 +334,36 @@ class Server:
         return self._control("GET", "/__apisim/health")
 
     def register(self, method, path, spec=None, **kwargs):
-        """Stub `method path` with one answer: a ResponseSpec (or its keyword arguments, or a
-        bare status). Returns the stub's exchange id."""
+        """Stub `method path` with one answer: a ResponseSpec (or MockResponseSpec), a bare
+        status, or the older keyword form (json=, body=, status=, headers=,
+        delay_seconds=/delay_ms=, fault=, dribble=). Returns the stub's exchange id."""
         payload = {"method": method, "path": path, **_as_spec(spec, kwargs).to_json()}
         return self._control("POST", "/__apisim/stubs", payload)["id"]
 
-    def register_sequence(self, method, path, specs):
+    def register_sequence(self, method, path, specs=None, responses=None):
         """Stub `method path` with answers given in turn (the last repeats once they run
-        out). Returns the id apisim gives the sequence."""
-        seq = [_as_spec(s, {}).to_json() for s in specs]
+        out): a list of ResponseSpecs, or of dicts in the older keyword form
+        (`responses=[{"json": ...}, {"status": 503}]`). Returns the id apisim gives the
+        sequence."""
+        if specs is not None and responses is not None:
+            raise TypeError("register_sequence(): give the answers once (specs or responses=)")
+        items = specs if specs is not None else responses
+        if items is None or isinstance(items, (str, bytes, dict)):
+            raise TypeError("register_sequence(): the answers are a list of ResponseSpecs or "
+                            "of dicts like {\"json\": ...}")
+        seq = [_as_spec(s, {}, f"register_sequence() answer {i}").to_json()
+               for i, s in enumerate(items)]
         payload = {"method": method, "path": path, "sequence": seq}
         return self._control("POST", "/__apisim/stubs", payload)["id"]
 
     def get_requests(self, method=None, path=None):
-        """The journal, oldest first, optionally filtered: a list of dicts with id, method,
-        path, query, headers (lower-case names), body or body_base64, matched,
-        received_at."""
-        return self._control("GET", "/__apisim/requests", query=_filters(method, path))
+        """The journal, oldest first, optionally filtered: a list of apisim.http.
+        RecordedRequest (dicts that also allow attribute access) with id, method, path,
+        query, headers (lower-case names), body or body_base64, matched, received_at."""
+        from .http import RecordedRequest
+
+        entries = self._control("GET", "/__apisim/requests", query=_filters(method, path))
+        return [RecordedRequest(e) if isinstance(e, dict) else e for e in entries or []]
 
     def request_count(self, method=None, path=None):
         """How many requests the journal holds (optionally filtered)."""

@@ -204,6 +204,7 @@ def test_scenario_dict_is_the_documented_file_format(two_records):
           .corrupt_stream(2, "oops").truncate_after(9).inject_exit(8, 4).set_exit_code(5)
           .set_stderr("bye").hang_after_result())
     assert fc.scenario() == {
+        "version": 2,
         "records": [assistant("one"), result("one")], "delays_ms": {"1": 20},
         "api_retry": {"at": 1, "status": 503, "attempts": 2, "exhaust": False},
         "corrupt": {"at": 2, "text": "oops"}, "truncate_after": 9,
@@ -221,33 +222,36 @@ def test_delay_message_waits_before_that_record(two_records):
 
 
 def test_inject_api_retry_recovered_and_exhausted(two_records):
-    fc = two_records().inject_api_retry(1, error_status=503, attempts=2)
+    fc = two_records().inject_api_retry(0, error_status=503, attempts=2)
     res = fc.run(STREAM)
     assert res.exit_code == 0, res.stderr
     retries = res.records_of("system", "api_retry")
     assert [(r["attempt"], r["error_status"]) for r in retries] == [(1, 503), (2, 503)]
-    assert res.records[1:3] == retries          # inserted at position 1
+    assert res.records[1:3] == retries          # just before message 0, after init
     assert texts(res.records) == ["one"]
 
     fc = two_records().inject_api_retry(1, attempts=3, exhaust=True)
     res = fc.run(STREAM)
     assert res.exit_code == 1                   # exhausted retries exit 1
+    assert [r["type"] for r in res.records] == ["system", "assistant"] + ["system"] * 3
     assert [r["error_status"] for r in res.records_of("system", "api_retry")] == [529] * 3
+    assert res.result is None                   # nothing from message 1 on
 
 
-def test_corrupt_stream_writes_a_non_json_line_before_the_record(two_records):
+def test_corrupt_stream_replaces_the_message(two_records):
     fc = two_records().corrupt_stream(1, "<<not json>>")
     res = fc.run(STREAM)
-    assert res.invalid_lines == [(1, "<<not json>>")]
-    assert [r["type"] for r in res.records] == ["system", "assistant", "result"]
+    assert res.invalid_lines == [(2, "<<not json>>")]
+    assert [r["type"] for r in res.records] == ["system", "assistant"]
 
 
 def test_truncate_after_and_inject_exit_and_set_exit_code(two_records):
-    fc = two_records().truncate_after(2)
+    fc = two_records().truncate_after(1)
     res = fc.run(STREAM)
+    assert res.exit_code == 1 and res.returncode == 1
     assert [r["type"] for r in res.records] == ["system", "assistant"]
 
-    fc = two_records().inject_exit(2, 7)
+    fc = two_records().inject_exit(0, 7)
     res = fc.run(STREAM)
     assert res.exit_code == 7
     assert [r["type"] for r in res.records] == ["system", "assistant"]
@@ -257,6 +261,23 @@ def test_truncate_after_and_inject_exit_and_set_exit_code(two_records):
     assert res.exit_code == 3
     assert res.result is not None
     assert "something went wrong" in res.stderr
+
+
+def test_positions_past_the_end_raise_before_anything_runs(tmp_path, two_records):
+    for edit, call in ((lambda fc: fc.inject_api_retry(3), "inject_api_retry(at_message)=3"),
+                       (lambda fc: fc.corrupt_stream(2, "x"), "corrupt_stream(at_message)=2"),
+                       (lambda fc: fc.inject_exit(2, 1), "inject_exit(at_message)=2"),
+                       (lambda fc: fc.truncate_after(3), "truncate_after(n)=3"),
+                       (lambda fc: fc.delay_message(5, 10), "delay_message(n)=5")):
+        fc = edit(two_records())
+        with pytest.raises(ApisimError, match=r"past the end: the scenario has 2 messages"):
+            fc.run(STREAM)
+        path = tmp_path / "s.json"
+        with pytest.raises(ApisimError, match=call.replace("(", r"\(").replace(")", r"\)")):
+            fc.write_scenario(path)
+        assert not path.exists()                # nothing half-written
+    with pytest.raises(ApisimError, match="from 0"):
+        FakeClaude().truncate_after(-1)
 
 
 def test_hang_after_result_scenario_keeps_running_after_its_result(two_records):
