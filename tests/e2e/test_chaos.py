@@ -125,9 +125,10 @@ def test_curl_sees_each_stub_fault_as_its_failure(faulty):
     assert (r.exit_code, r.status, r.body) == (56, 200, BODY20[:7].encode()), r
     assert r.header("content-length") == "20" and "reset by peer" in r.stderr, r
 
-    # The first half of the body as a good chunk, then a chunk size that is not hex.
+    # The first half of the body as a good chunk, then a chunk size that is not hex (curl
+    # keeps the good chunk only when it read it apart from the bad line: both are fine).
     r = curl(faulty.url + "/malformed", check=False)
-    assert (r.exit_code, r.status, r.body) == (56, 200, BODY20[:10].encode()), r
+    assert (r.exit_code, r.status) == (56, 200) and r.body in (b"", BODY20[:10].encode()), r
     assert r.header("transfer-encoding") == "chunked" and "chunked" in r.stderr, r
 
     r = curl(faulty.url + "/garbage", check=False)
