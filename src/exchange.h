@@ -34,16 +34,20 @@ struct exchange {
     struct headers response_headers;
     unsigned char *response_body; /* decoded when the upstream compressed it */
     size_t response_body_len;
-    char *response_encoding;    /* original Content-Encoding ("gzip", "deflate") or NULL */
-    int64_t ttfb_us;            /* request received -> first response byte from upstream */
-    int64_t duration_us;        /* request received -> last response byte */
-    char *error;                /* transport failure cause, NULL when the upstream answered */
-    int complete;               /* 0 when the client or upstream went away before the end */
-    int64_t delay_ms;           /* stubs: wait this long before answering */
-    int fault;                  /* stubs: enum fault_kind (fault.h) to serve; 0 for none */
-    uint64_t fault_after_bytes; /* stubs: body bytes sent before a reset-mid-body */
-    unsigned dribble_chunks;    /* stubs: send the body in this many pieces (0: at once) */
-    int64_t dribble_over_ms;    /* stubs: ... the last one this long after the first byte */
+    char *response_encoding; /* original Content-Encoding ("gzip", "deflate") or NULL */
+    int64_t ttfb_us;         /* request received -> first response byte from upstream */
+    int64_t duration_us;     /* request received -> last response byte */
+    char *error;             /* transport failure cause, NULL when the upstream answered */
+    int complete;            /* 0 when the client or upstream went away before the end */
+    int64_t delay_ms;        /* stubs: wait this long before answering */
+
+    /* Stubs' faults (fault.h): the kind served (0 for none), the body bytes sent before a
+     * reset-mid-body, and a dribble of the body in dribble_chunks pieces (0: at once), the
+     * last one dribble_over_ms after the first byte. */
+    int fault;
+    uint64_t fault_after_bytes;
+    unsigned dribble_chunks;
+    int64_t dribble_over_ms;
 
     struct chunk *chunks; /* arrival of the body in pieces; NULL/0 when unknown */
     size_t nchunks;

@@ -69,8 +69,9 @@ struct table {
 struct journal_entry {
     int64_t seq;
     int64_t received_us;
-    int64_t matched;   /* exchange id, 0 for none */
-    const char *fault; /* the fault served (a static name or a config rule's), NULL for none */
+    int64_t matched; /* exchange id, 0 for none */
+    /* The fault served (a static name or a config rule's), NULL for none. */
+    const char *fault;
     const char *method, *path, *query;
     size_t nheaders;
     const char **hnames, **hvalues;

@@ -34,11 +34,13 @@ struct replay_options {
     uint64_t seed;
     const char *mode; /* "replay" or "mock", reported by health */
     enum on_miss on_miss;
-    struct proxy *proxy;       /* for ON_MISS_FORWARD / ON_MISS_RECORD */
-    size_t journal_max;        /* entries kept (oldest dropped first); 0 for the default 10000 */
-    int record_stream;         /* record mode: stubs and quota first, everything else streamed
-                                  through proxy_handle() and recorded */
-    int64_t client_timeout_us; /* the server's --client-timeout: a stub's dribble must fit */
+    struct proxy *proxy; /* for ON_MISS_FORWARD / ON_MISS_RECORD */
+    size_t journal_max;  /* entries kept (oldest dropped first); 0 for the default 10000 */
+    int record_stream;   /* record mode: stubs and quota first, everything else streamed
+                            through proxy_handle() and recorded */
+
+    /* The server's --client-timeout: a stub's dribble must fit in it. */
+    int64_t client_timeout_us;
 };
 
 /* Build the index from the store. Returns 0 and *out, or -1 with err. */
