@@ -325,6 +325,12 @@ start_server replay-fixed0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.
 measure "replay fixed:0ms" "$SRV_PID" "$SRV_URL/bench"
 stop_server "$SRV_PID"
 
+# Replay faults configured but drawing none (0 %): the cost of the per-request draw.
+start_server replay-faults0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
+    --faults status:503:0%
+measure "replay faults:0%" "$SRV_PID" "$SRV_URL/bench"
+stop_server "$SRV_PID"
+
 # (c) mock with a stub registered through the control API.
 start_server mock "$APISIM" mock --listen 127.0.0.1:0
 MOCK_PID=$SRV_PID MOCK_URL=$SRV_URL
@@ -403,7 +409,7 @@ stop_server "$FLOOR_PID"
 
 echo
 echo "== floor, replay, mock, record: 1 KiB JSON body, GET /bench =="
-print_table floor replay mock record "replay fixed:0ms"
+print_table floor replay mock record "replay fixed:0ms" "replay faults:0%"
 print_ratios floor replay mock record
 
 echo
@@ -431,6 +437,15 @@ printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs 
     "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}" \
     "$(ratio "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}")" \
     "${R_P50_1[replay fixed:0ms]}" "${R_P50_1[replay]}"
+
+echo
+echo "== fault draw overhead: --faults status:503:0% against none =="
+printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
+    "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}" \
+    "$(ratio "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}")" "$CONNS" \
+    "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}" \
+    "$(ratio "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}")" \
+    "${R_P50_1[replay faults:0%]}" "${R_P50_1[replay]}"
 
 if [ "$SKIP_SCALE" != 1 ]; then
     echo

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "quota.h"
 
 #define ADMIN_PREFIX "/__apisim/"
@@ -44,8 +45,9 @@ static int json_is_int_in(const cJSON *item, double lo, double hi)
     return isfinite(v) && v == floor(v) && v >= lo && v <= hi;
 }
 
-static const char *const response_fields[] = {"status",      "headers",  "json", "body",
-                                              "body_base64", "delay_ms", NULL};
+static const char *const response_fields[] = {"status",      "headers",  "json",  "body",
+                                              "body_base64", "delay_ms", "fault", "after_bytes",
+                                              "dribble",     NULL};
 
 static int is_response_field(const char *name)
 {
@@ -91,16 +93,87 @@ static int headers_from_json(const cJSON *a, const char *prefix, struct headers 
     return 0;
 }
 
+/* "dribble": {"chunks": K, "over_ms": D}. */
+static int dribble_from_json(const cJSON *d, const char *prefix, int64_t client_timeout_us,
+                             struct exchange *ex, struct fault *f)
+{
+    const cJSON *chunks = NULL, *over = NULL;
+    if (!cJSON_IsObject(d))
+        return fault_set(f, prefix, "dribble",
+                         "expected an object {\"chunks\": K, \"over_ms\": D}");
+    for (const cJSON *it = d->child; it; it = it->next) {
+        if (strcmp(it->string, "chunks") == 0)
+            chunks = it;
+        else if (strcmp(it->string, "over_ms") == 0)
+            over = it;
+        else
+            return fault_set(f, prefix, "dribble",
+                             "unknown field \"%.64s\" (expected chunks, over_ms)", it->string);
+    }
+    if (!json_is_int_in(chunks, 1, ADMIN_MAX_DRIBBLE_CHUNKS))
+        return fault_set(f, prefix, "dribble.chunks", "expected an integer 1..%d",
+                         ADMIN_MAX_DRIBBLE_CHUNKS);
+    if (!json_is_int_in(over, 0, ADMIN_MAX_DELAY_MS))
+        return fault_set(f, prefix, "dribble.over_ms", "expected an integer 0..%d",
+                         ADMIN_MAX_DELAY_MS);
+    if (client_timeout_us > 0 && over->valuedouble * 1000.0 > (double)client_timeout_us)
+        return fault_set(f, prefix, "dribble.over_ms",
+                         "%.0f ms is longer than --client-timeout (%lld ms): raise "
+                         "--client-timeout or dribble faster",
+                         over->valuedouble, (long long)(client_timeout_us / 1000));
+    ex->dribble_chunks = (unsigned)chunks->valuedouble;
+    ex->dribble_over_ms = (int64_t)over->valuedouble;
+    return 0;
+}
+
+/* The fault fields once the body is known: after_bytes belongs to reset-mid-body and falls
+ * inside the body; a dribble needs a body to dribble. */
+static int check_fault(const cJSON *after, const char *prefix, struct exchange *ex, struct fault *f)
+{
+    if (ex->fault == FAULT_RESET_MID_BODY) {
+        if (!after)
+            return fault_set(f, prefix, "after_bytes",
+                             "required with \"fault\": \"reset-mid-body\" (body bytes sent "
+                             "before the reset)");
+        if (!json_is_int_in(after, 0, 1e15) || after->valuedouble >= (double)ex->response_body_len)
+            return fault_set(f, prefix, "after_bytes",
+                             "expected an integer 0..%zu (less than the body's %zu bytes)",
+                             ex->response_body_len ? ex->response_body_len - 1 : 0,
+                             ex->response_body_len);
+        ex->fault_after_bytes = (uint64_t)after->valuedouble;
+    } else if (after) {
+        return fault_set(f, prefix, "after_bytes", "only with \"fault\": \"reset-mid-body\"");
+    }
+    if (ex->dribble_chunks && (ex->fault == FAULT_RESET || ex->fault == FAULT_EMPTY ||
+                               ex->fault == FAULT_GARBAGE || ex->fault == FAULT_STALL))
+        return fault_set(f, prefix, "dribble", "not with \"fault\": \"%s\" (it sends no body)",
+                         fault_kind_name((enum fault_kind)ex->fault));
+    return 0;
+}
+
 /* Fill the response side of ex from the fields of o (a stub or one response of a
  * sequence). prefix goes before field names in faults ("sequence[1]."). */
-static int response_from_json(const cJSON *o, const char *prefix, struct exchange *ex,
-                              struct fault *f)
+static int response_from_json(const cJSON *o, const char *prefix, int64_t client_timeout_us,
+                              struct exchange *ex, struct fault *f)
 {
-    const cJSON *body_field = NULL;
+    const cJSON *body_field = NULL, *after = NULL;
     ex->status = 200;
     for (const cJSON *it = o->child; it; it = it->next) {
         const char *k = it->string;
-        if (strcmp(k, "status") == 0) {
+        if (strcmp(k, "fault") == 0) {
+            enum fault_kind kind;
+            char why[APISIM_ERR_LEN];
+            if (!cJSON_IsString(it))
+                return fault_set(f, prefix, k, "expected a string such as \"reset\"");
+            if (fault_stub_kind(it->valuestring, &kind, why) < 0)
+                return fault_set(f, prefix, k, "%s", why);
+            ex->fault = (int)kind;
+        } else if (strcmp(k, "after_bytes") == 0) {
+            after = it;
+        } else if (strcmp(k, "dribble") == 0) {
+            if (dribble_from_json(it, prefix, client_timeout_us, ex, f) < 0)
+                return -1;
+        } else if (strcmp(k, "status") == 0) {
             if (!json_is_int_in(it, 100, 599))
                 return fault_set(f, prefix, k, "expected an integer 100..599");
             ex->status = (int)it->valuedouble;
@@ -122,7 +195,7 @@ static int response_from_json(const cJSON *o, const char *prefix, struct exchang
         }
     }
     if (!body_field)
-        return 0;
+        return check_fault(after, prefix, ex, f);
     const char *k = body_field->string;
     if (strcmp(k, "json") == 0) {
         char *text = cJSON_PrintUnformatted(body_field);
@@ -154,7 +227,7 @@ static int response_from_json(const cJSON *o, const char *prefix, struct exchang
         }
         ex->response_body = (unsigned char *)buf_steal(&b, &ex->response_body_len);
     }
-    return 0;
+    return check_fault(after, prefix, ex, f);
 }
 
 static int method_from_json(const cJSON *m, char *out, struct fault *f)
@@ -220,8 +293,8 @@ static void stubs_free(struct exchange **seq, size_t n)
 }
 
 /* Parse one stub into *seq_out (n_out exchanges, owned by the caller: stubs_free). */
-static int stub_from_json(const cJSON *o, struct exchange ***seq_out, size_t *n_out,
-                          struct fault *f)
+static int stub_from_json(const cJSON *o, int64_t client_timeout_us, struct exchange ***seq_out,
+                          size_t *n_out, struct fault *f)
 {
     int rc = -1;
     const cJSON *method = NULL, *path = NULL, *sequence = NULL, *response_field = NULL;
@@ -247,7 +320,7 @@ static int stub_from_json(const cJSON *o, struct exchange ***seq_out, size_t *n_
         } else {
             fault_set(f, "", it->string,
                       "unknown field (expected method, path, status, headers, json, body, "
-                      "body_base64, delay_ms, sequence)");
+                      "body_base64, delay_ms, fault, after_bytes, dribble, sequence)");
             goto out;
         }
     }
@@ -285,7 +358,7 @@ static int stub_from_json(const cJSON *o, struct exchange ***seq_out, size_t *n_
                 if (!is_response_field(it->string)) {
                     fault_set(f, prefix, it->string,
                               "unknown field (expected status, headers, json, body, "
-                              "body_base64, delay_ms)");
+                              "body_base64, delay_ms, fault, after_bytes, dribble)");
                     goto out;
                 }
             }
@@ -294,7 +367,7 @@ static int stub_from_json(const cJSON *o, struct exchange ***seq_out, size_t *n_
                 fault_set(f, prefix, "", "out of memory");
                 goto out;
             }
-            if (response_from_json(r, prefix, seq[n], f) < 0) {
+            if (response_from_json(r, prefix, client_timeout_us, seq[n], f) < 0) {
                 n++;
                 goto out;
             }
@@ -306,7 +379,7 @@ static int stub_from_json(const cJSON *o, struct exchange ***seq_out, size_t *n_
             goto out;
         }
         n = 1;
-        if (response_from_json(o, "", seq[0], f) < 0)
+        if (response_from_json(o, "", client_timeout_us, seq[0], f) < 0)
             goto out;
     }
     *seq_out = seq;
@@ -455,7 +528,8 @@ static int do_health(struct replay *rp, struct server_request *req, struct serve
              cJSON_AddNumberToObject(o, "exchanges", (double)st.exchanges) &&
              cJSON_AddNumberToObject(o, "stubs", (double)st.stubs) &&
              cJSON_AddNumberToObject(o, "requests", (double)st.requests) &&
-             cJSON_AddNumberToObject(o, "misses", (double)st.misses);
+             cJSON_AddNumberToObject(o, "misses", (double)st.misses) &&
+             cJSON_AddNumberToObject(o, "faults", (double)st.faults);
     if (!ok) {
         cJSON_Delete(o);
         return -1;
@@ -473,7 +547,7 @@ static int do_stubs(struct replay *rp, struct server_request *req, struct server
     int rc = 0;
     if (parse_body(req, "stubs", &body, resp) < 0)
         goto out;
-    if (stub_from_json(body, &seq, &n, &f) < 0) {
+    if (stub_from_json(body, replay_client_timeout_us(rp), &seq, &n, &f) < 0) {
         if (f.field[0])
             rc = answer_error(resp, 400, "stubs: field \"%s\": %s", f.field, f.msg);
         else
@@ -696,7 +770,7 @@ int admin_load_stubs_file(struct replay *rp, const char *path, char *err)
     }
     /* Check every stub before adding any, so a faulty file adds nothing. */
     for (const cJSON *s = root->child; s; s = s->next, i++) {
-        if (stub_from_json(s, &stubs[i].seq, &stubs[i].n, &f) < 0) {
+        if (stub_from_json(s, replay_client_timeout_us(rp), &stubs[i].seq, &stubs[i].n, &f) < 0) {
             snprintf(err, APISIM_ERR_LEN, "%s: [%zu]%s%s: %s", path, i,
                      f.field[0] && f.field[0] != '[' ? "." : "", f.field, f.msg);
             goto out;

@@ -1,8 +1,9 @@
 /* admin — the control API under /__apisim/, on every server (record, replay, mock):
  *
  *   GET    /__apisim/health           {"status":"ok","mode","exchanges","stubs","requests",
- *                                      "misses"}; stubs counts registrations (from --stubs
- *                                      and since the last reset; a sequence is one stub)
+ *                                      "misses","faults"}; stubs counts registrations (from
+ *                                      --stubs and since the last reset; a sequence is one
+ *                                      stub); faults counts faulted answers since start
  *   POST   /__apisim/stubs            a stub -> 201 {"id": N}
  *   GET    /__apisim/requests         the journal, oldest first (?method=&path= filter)
  *   GET    /__apisim/requests/count   {"count": N} (same filters)
@@ -13,11 +14,14 @@
  *
  * A stub is {"method", "path", "status" (100..599, default 200), "headers": [[name, value],
  * ...], one of "json" (any JSON value, sent compact; adds content-type: application/json
- * unless given), "body" (text) or "body_base64" (bytes), "delay_ms" (>= 0)}, or
- * {"method", "path", "sequence": [{"status", "headers", "json"|"body"|"body_base64",
- * "delay_ms"}, ...]} answered in order, the last one repeating. "method" and "path" are
- * required; the method is upper-cased; the path has no query and is not under /__apisim/.
- * Unknown fields are errors.
+ * unless given), "body" (text) or "body_base64" (bytes), "delay_ms" (>= 0), "fault" (a stub
+ * fault of fault.h: reset, empty, reset-mid-body with "after_bytes": N below the body's
+ * length, malformed-chunk, garbage-then-close, stall), "dribble": {"chunks": K (1..10000),
+ * "over_ms": D (at most --client-timeout)}}, or {"method", "path", "sequence": [{"status",
+ * "headers", "json"|"body"|"body_base64", "delay_ms", "fault", "after_bytes", "dribble"},
+ * ...]} answered in order, the last one repeating (a sequence mixes answers and faults). "method"
+ * and "path" are required; the method is upper-cased; the path has no query and is not under
+ * /__apisim/. Unknown fields are errors.
  *
  * Errors answer JSON {"error": "..."} naming the endpoint and the field: 400 for a bad body
  * or query, 404 for an unknown endpoint, 405 (with Allow) for a wrong method.
@@ -39,6 +43,8 @@
 #define ADMIN_MAX_DELAY_MS 3600000
 /* Most responses in one sequence, headers in one response. */
 #define ADMIN_MAX_SEQUENCE 10000
+/* Most pieces in a stub's dribble. */
+#define ADMIN_MAX_DRIBBLE_CHUNKS 10000
 #define ADMIN_MAX_HEADERS 100
 
 /* The server handler for paths under /__apisim/ (app is the struct replay). Fills resp and

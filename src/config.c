@@ -194,6 +194,29 @@ static int parse_latency(const cJSON *x, const char *path, struct latency_spec *
     return 0;
 }
 
+/* "faults": one string of comma-separated specs, or an array of specs. */
+static int parse_faults(const cJSON *x, const char *path, struct fault_set *out, char *err)
+{
+    char why[APISIM_ERR_LEN], p[CONFIG_PATH_MAX];
+    if (cJSON_IsString(x)) {
+        if (fault_parse(x->valuestring, out, why) < 0)
+            return fail(err, path, "%s", why);
+        return 0;
+    }
+    if (want(x, cJSON_IsArray(x), path,
+             "a string such as \"reset:5%,status:529:10%\" or an array of such strings", err) < 0)
+        return -1;
+    size_t i = 0;
+    for (const cJSON *c = x->child; c; c = c->next, i++) {
+        join(p, path, "[%zu]", i);
+        if (want(c, cJSON_IsString(c), p, "a string such as \"reset:5%\"", err) < 0)
+            return -1;
+        if (fault_parse(c->valuestring, out, why) < 0)
+            return fail(err, p, "%s", why);
+    }
+    return 0;
+}
+
 static int parse_redact(const cJSON *obj, const char *path, struct redact_rules *r, char *err)
 {
     static const char *const keys[] = {"headers", "query", "json"};
@@ -218,10 +241,10 @@ static int parse_redact(const cJSON *obj, const char *path, struct redact_rules 
 
 static int parse_route(const cJSON *obj, const char *path, struct route_rule *r, char *err)
 {
-    static const char *const keys[] = {"method", "path", "match", "latency"};
+    static const char *const keys[] = {"method", "path", "match", "latency", "faults"};
     char p[CONFIG_PATH_MAX];
     if (want(obj, cJSON_IsObject(obj), path, "an object", err) < 0 ||
-        check_keys(obj, path, keys, 4, "method, path, match, latency", err) < 0)
+        check_keys(obj, path, keys, 5, "method, path, match, latency, faults", err) < 0)
         return -1;
     for (const cJSON *c = obj->child; c; c = c->next) {
         member_path(p, path, c->string);
@@ -236,6 +259,10 @@ static int parse_route(const cJSON *obj, const char *path, struct route_rule *r,
         } else if (strcmp(c->string, "match") == 0) {
             r->has_match = 1;
             if (parse_match(c, p, &r->match, err) < 0)
+                return -1;
+        } else if (strcmp(c->string, "faults") == 0) {
+            r->has_faults = 1;
+            if (parse_faults(c, p, &r->faults, err) < 0)
                 return -1;
         } else {
             r->has_latency = 1;
@@ -287,7 +314,7 @@ static void where(const char *text, const char *at, char *out, size_t outlen)
 
 int config_parse(const char *text, size_t len, struct config *cfg, char *err)
 {
-    static const char *const keys[] = {"match", "latency", "redact", "routes"};
+    static const char *const keys[] = {"match", "latency", "faults", "redact", "routes"};
     char *copy = NULL;
     cJSON *root = NULL;
     int rc = -1;
@@ -316,7 +343,7 @@ int config_parse(const char *text, size_t len, struct config *cfg, char *err)
         fail(err, NULL, "expected a JSON object at the top level, got %s", type_name(root));
         goto out;
     }
-    if (check_keys(root, "", keys, 4, "match, latency, redact, routes", err) < 0)
+    if (check_keys(root, "", keys, 5, "match, latency, faults, redact, routes", err) < 0)
         goto out;
     for (const cJSON *c = root->child; c; c = c->next) {
         int r;
@@ -326,6 +353,8 @@ int config_parse(const char *text, size_t len, struct config *cfg, char *err)
         } else if (strcmp(c->string, "latency") == 0) {
             cfg->has_latency = 1;
             r = parse_latency(c, "latency", &cfg->latency, err);
+        } else if (strcmp(c->string, "faults") == 0) {
+            r = parse_faults(c, "faults", &cfg->faults, err);
         } else if (strcmp(c->string, "redact") == 0) {
             r = parse_redact(c, "redact", &cfg->redact, err);
         } else {
@@ -387,10 +416,12 @@ void config_free(struct config *cfg)
         return;
     match_rules_free(&cfg->match);
     redact_rules_free(&cfg->redact);
+    fault_set_free(&cfg->faults);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].method);
         free(cfg->routes[i].path_glob);
         match_rules_free(&cfg->routes[i].match);
+        fault_set_free(&cfg->routes[i].faults);
     }
     free(cfg->routes);
     memset(cfg, 0, sizeof *cfg);

@@ -3,9 +3,10 @@
  *   {"match": {"fields": ["method","path"], "headers": [..], "ignore_query": [..],
  *              "ignore_json": ["/metadata/user_id"]},
  *    "latency": "SPEC",
+ *    "faults": "KIND[:ARG]:RATE%,..." or ["KIND[:ARG]:RATE%", ...]   (fault.h),
  *    "redact": {"headers": [..], "query": [..], "json": [..]},
  *    "routes": [{"method": "POST", "path": "/v1/messages" or a glob with '*',
- *                "match": {same as above}, "latency": "SPEC"}]}
+ *                "match": {same as above}, "latency": "SPEC", "faults": same as above}]}
  *
  * Unknown keys and wrong types are errors naming the JSON path ("routes[1].match.fields[0]").
  * The first route whose method and path fit a request applies to it.
@@ -17,6 +18,7 @@
 
 #include <stddef.h>
 
+#include "fault.h"
 #include "latency.h"
 #include "match.h"
 #include "redact.h"
@@ -28,6 +30,8 @@ struct route_rule {
     struct match_rules match;
     int has_latency;
     struct latency_spec latency;
+    int has_faults; /* the route's own "faults" (possibly empty: none on this route) */
+    struct fault_set faults;
 };
 
 struct config {
@@ -35,6 +39,7 @@ struct config {
     struct match_rules match;
     int has_latency;
     struct latency_spec latency;
+    struct fault_set faults; /* replay faults for every route without its own */
     struct redact_rules redact;
     struct route_rule *routes;
     size_t nroutes;

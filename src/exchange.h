@@ -41,6 +41,14 @@ struct exchange {
     int complete;            /* 0 when the client or upstream went away before the end */
     int64_t delay_ms;        /* stubs: wait this long before answering */
 
+    /* Stubs' faults (fault.h): the kind served (0 for none), the body bytes sent before a
+     * reset-mid-body, and a dribble of the body in dribble_chunks pieces (0: at once), the
+     * last one dribble_over_ms after the first byte. */
+    int fault;
+    uint64_t fault_after_bytes;
+    unsigned dribble_chunks;
+    int64_t dribble_over_ms;
+
     struct chunk *chunks; /* arrival of the body in pieces; NULL/0 when unknown */
     size_t nchunks;
 };

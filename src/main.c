@@ -49,6 +49,7 @@ struct options {
     const char *max_connections;
     const char *journal_max;
     const char *client_timeout;
+    const char *faults;
     int strict;
     int insecure;
     int verbose;
@@ -126,8 +127,8 @@ static const char *flags_for(const char *cmd)
     if (strcmp(cmd, "replay") == 0)
         return "db,session,latency,seed,on-miss,upstream,upstream-timeout,insecure,strict,"
                "sequence-end,match,match-header,ignore-query,ignore-json,stubs,quota,"
-               "journal-max,max-record-body,";
-    return "stubs,quota,latency,seed,strict,sequence-end,journal-max,"; /* mock */
+               "journal-max,max-record-body,faults,";
+    return "stubs,quota,latency,seed,strict,sequence-end,journal-max,faults,"; /* mock */
 }
 
 static int flag_allowed(const char *cmd, const char *name)
@@ -165,7 +166,10 @@ static int parse_flags(struct options *o, int argc, char **argv)
         {"config", 1, &o->config_file, NULL, NULL, "JSON file: match, latency, redact, routes"},
         {"latency", 1, &o->latency, NULL, NULL,
          "none|fixed:D|recorded|recorded*K|uniform:A..B|lognormal:MEDIAN,P99"},
-        {"seed", 1, &o->seed, NULL, NULL, "seed of the random latency models (default 1)"},
+        {"seed", 1, &o->seed, NULL, NULL,
+         "seed of the random latency models and faults (default 1)"},
+        {"faults", 1, &o->faults, NULL, NULL,
+         "KIND[:ARG]:RATE%[,...]: reset, empty, status:CODE, latency-spike:D, cut-stream"},
         {"on-miss", 1, &o->on_miss, NULL, NULL, "error|forward|record (needs --upstream)"},
         {"sequence-end", 1, &o->sequence_end, NULL, NULL, "repeat-last|cycle|error"},
         {"match", 1, &o->match, NULL, NULL, "fields in the match key, e.g. method,path"},
@@ -325,6 +329,14 @@ static int build_config(struct options *o)
         }
         o->cfg.has_latency = 1;
     }
+    if (o->faults) {
+        /* Like --latency, the flag replaces the file's top level (routes keep their own). */
+        fault_set_free(&o->cfg.faults);
+        if (fault_parse(o->faults, &o->cfg.faults, err) < 0) {
+            fprintf(stderr, "apisim %s: --faults: %s\n", o->command, err);
+            goto out;
+        }
+    }
     rc = 0;
 out:
     config_free(&flags_cfg);
@@ -479,7 +491,8 @@ static int run_server(int argc, char **argv)
                                 .mode = o.command,
                                 .on_miss = on_miss,
                                 .proxy = proxy,
-                                .journal_max = (size_t)journal_max};
+                                .journal_max = (size_t)journal_max,
+                                .client_timeout_us = client_timeout_us};
     if (is_record) {
         /* A recorder answers from stubs and the quota fixture first, like a mock. */
         ro.store = NULL;

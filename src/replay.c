@@ -40,6 +40,10 @@ struct entry {
     int cut_short;     /* the upstream failed mid-body: cut the connection after the body */
     uint64_t cut_size; /* the Content-Length it had promised (0: unknown) */
     int64_t reg;       /* stubs: the registration it came with (a sequence shares one) */
+    int fault;         /* stubs: enum fault_kind served instead of (or within) the answer */
+    uint64_t fault_after_bytes;
+    unsigned dribble_chunks;
+    int64_t dribble_over_ms;
     /* Stubs keep their request side for miss reports. */
     char *method;
     char *path;
@@ -66,6 +70,8 @@ struct journal_entry {
     int64_t seq;
     int64_t received_us;
     int64_t matched; /* exchange id, 0 for none */
+    /* The fault served (a static name or a config rule's), NULL for none. */
+    const char *fault;
     const char *method, *path, *query;
     size_t nheaders;
     const char **hnames, **hvalues;
@@ -93,10 +99,16 @@ struct replay {
     struct latency_rng rng;
     struct journal_entry **journal; /* ring */
     size_t jcap, jstart, jlen;
-    int64_t jseq;
     struct quota_state *quota;
     atomic_int quota_active; /* read without the mutex on every request */
     atomic_uint_least64_t misses;
+    /* Requests in the journal's arrival order: the n-th gets journal id n and draws its
+     * replay fault with n - fault_base (so a reset starts the draws over, as it reseeds
+     * the latency models). */
+    atomic_uint_least64_t arrivals;
+    atomic_uint_least64_t fault_base;
+    atomic_uint_least64_t faults; /* faulted answers since start */
+    int any_faults;               /* the config has a replay fault anywhere */
 };
 
 /* ---- tables ---------------------------------------------------------------------------- */
@@ -224,6 +236,10 @@ static struct entry *entry_from_exchange(struct exchange *ex, int keep_body)
     e->status = ex->status;
     e->ttfb_us = ex->ttfb_us;
     e->delay_ms = ex->delay_ms;
+    e->fault = ex->fault;
+    e->fault_after_bytes = ex->fault_after_bytes;
+    e->dribble_chunks = ex->dribble_chunks;
+    e->dribble_over_ms = ex->dribble_over_ms;
     e->cut_short = !ex->complete && ex->error != NULL;
     for (size_t i = 0; i < ex->response_headers.n; i++) {
         const struct header *h = &ex->response_headers.v[i];
@@ -485,6 +501,11 @@ int replay_new(struct replay **out, const struct replay_options *opt, char *err)
             if (redact_add_json(&rp->redact, c->json[i]) < 0)
                 goto oom;
     }
+    if (opt->config) {
+        rp->any_faults = opt->config->faults.n > 0;
+        for (size_t i = 0; i < opt->config->nroutes; i++)
+            rp->any_faults |= opt->config->routes[i].faults.n > 0;
+    }
     /* Stub ids stay clear of recorded ones (and of those --on-miss record adds). */
     rp->next_stub_id = opt->store ? 1000000000 : 1;
     if (opt->store && (learn_redactions(rp, err) < 0 || load_recording(rp, err) < 0)) {
@@ -624,6 +645,7 @@ void replay_reset(struct replay *rp)
     pthread_mutex_lock(&rp->mu);
     journal_clear(rp);
     latency_seed(&rp->rng, rp->opt.seed);
+    atomic_store(&rp->fault_base, atomic_load(&rp->arrivals));
     pthread_mutex_unlock(&rp->mu);
     pthread_rwlock_unlock(&rp->lock);
 }
@@ -640,7 +662,8 @@ void replay_set_quota(struct replay *rp, struct quota_state *q)
 
 /* ---- journal --------------------------------------------------------------------------- */
 
-static void journal_add(struct replay *rp, const struct server_request *req, int64_t matched)
+static void journal_add(struct replay *rp, const struct server_request *req, int64_t seq,
+                        int64_t matched, const char *fault)
 {
     size_t n = sizeof(struct journal_entry) + strlen(req->method) + strlen(req->path) +
                strlen(req->query) + 3 + req->body_len + 1 +
@@ -677,8 +700,9 @@ static void journal_add(struct replay *rp, const struct server_request *req, int
     j->nheaders = req->headers.n;
     j->received_us = req->received_us;
     j->matched = matched;
+    j->fault = fault;
+    j->seq = seq;
     pthread_mutex_lock(&rp->mu);
-    j->seq = ++rp->jseq;
     if (rp->jlen == rp->jcap) {
         free(rp->journal[rp->jstart]);
         rp->jstart = (rp->jstart + 1) % rp->jcap;
@@ -741,6 +765,8 @@ static cJSON *journal_json(const struct journal_entry *j)
         cJSON_AddNullToObject(o, "matched");
     format_iso8601_ms(j->received_us, when, sizeof when);
     cJSON_AddStringToObject(o, "received_at", when);
+    if (j->fault)
+        cJSON_AddStringToObject(o, "fault", j->fault);
     return o;
 oom:
     cJSON_Delete(o);
@@ -791,6 +817,12 @@ void replay_stats(struct replay *rp, struct replay_stats *out)
     out->requests = rp->jlen;
     pthread_mutex_unlock(&rp->mu);
     out->misses = replay_misses(rp);
+    out->faults = atomic_load(&rp->faults);
+}
+
+int64_t replay_client_timeout_us(const struct replay *rp)
+{
+    return rp->opt.client_timeout_us;
 }
 
 const char *replay_mode(const struct replay *rp)
@@ -863,7 +895,99 @@ static int serve_entry(struct replay *rp, struct entry *e, struct server_request
         resp->chunk_factor = factor;
     }
     resp->delay_us = delay + e->delay_ms * 1000;
+    resp->fault = e->fault;
+    resp->fault_after_bytes = e->fault_after_bytes;
+    resp->dribble_chunks = e->dribble_chunks;
+    resp->dribble_us = e->dribble_over_ms * 1000;
     return 0;
+}
+
+/* ---- replay faults (--faults, config "faults") -------------------------------------------- */
+
+/* The replay faults for a request with this method and path: its route's own when the route
+ * says, else the top level's. */
+static const struct fault_set *faults_for(const struct replay *rp, const char *method,
+                                          const char *path)
+{
+    const struct config *cfg = rp->opt.config;
+    const struct route_rule *r = config_route_for(cfg, method, path);
+    return r && r->has_faults ? &r->faults : &cfg->faults;
+}
+
+/* The error type Anthropic's API gives a status, for the body of a status fault. */
+static const char *error_type_for(int status)
+{
+    switch (status) {
+    case 400:
+        return "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 529:
+        return "overloaded_error";
+    default:
+        return "api_error";
+    }
+}
+
+/* Turn the answer chosen for a request into the rule's fault. Returns the name the journal
+ * and the log give it, or NULL when the rule does not apply (a cut-stream of a body too short
+ * to cut, one already cut) or memory ran out (the answer then goes unfaulted). */
+static const char *apply_fault(const struct fault_rule *rule, struct server_response *resp)
+{
+    switch (rule->kind) {
+    case FAULT_RESET:
+    case FAULT_EMPTY:
+        resp->fault = (int)rule->kind; /* the server closes instead of answering */
+        return rule->name;
+    case FAULT_LATENCY_SPIKE:
+        resp->delay_us += rule->spike_us;
+        return rule->name;
+    case FAULT_STATUS: {
+        struct buf b = {0};
+        if (buf_printf(&b,
+                       "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"apisim "
+                       "fault %s (--faults)\"}}",
+                       error_type_for(rule->status), rule->name) < 0) {
+            buf_free(&b);
+            return NULL;
+        }
+        /* None of the recorded answer stays: its headers, pacing, cut or dribble. */
+        headers_free(&resp->headers);
+        resp->extra_headers = NULL;
+        resp->chunks = NULL;
+        resp->nchunks = 0;
+        resp->cut_short = 0;
+        resp->cut_size = 0;
+        resp->dribble_chunks = 0;
+        server_response_json(resp, rule->status, buf_steal(&b, NULL));
+        return rule->name;
+    }
+    case FAULT_CUT_STREAM: {
+        if (resp->body_len < 2 || resp->cut_short)
+            return NULL;
+        /* Half the body, and never just after a newline: inside an SSE event, not between
+         * two. The head promises the whole body. */
+        size_t cut = resp->body_len / 2;
+        if (resp->body[cut - 1] == '\n')
+            cut++;
+        if (cut >= resp->body_len)
+            cut = resp->body_len - 1;
+        resp->cut_short = 1;
+        resp->cut_size = resp->body_len;
+        resp->body_len = cut;
+        return rule->name;
+    }
+    default:
+        return NULL;
+    }
 }
 
 /* The nearest recorded exchanges to a request that matched none, with what differs. */
@@ -1088,6 +1212,9 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     int64_t matched = 0;
     int rc = 0;
     char *key = NULL;
+    const char *fault = NULL;
+    /* Its place in the journal's arrival order: its journal id, and its fault draw. */
+    int64_t seq = (int64_t)atomic_fetch_add(&rp->arrivals, 1) + 1;
     struct match_request mr = {.method = req->method,
                                .path = req->path,
                                .query = req->query,
@@ -1130,8 +1257,17 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     if (e) {
         matched = e->id;
         rc = serve_entry(rp, e, req, resp);
+        if (rc == 0 && e->fault)
+            fault = fault_kind_name((enum fault_kind)e->fault);
     }
     pthread_rwlock_unlock(&rp->lock);
+    if (e && rc == 0 && !fault && rp->any_faults) {
+        uint64_t n = (uint64_t)seq - atomic_load(&rp->fault_base);
+        const struct fault_rule *rule =
+            fault_draw(faults_for(rp, req->method, req->path), rp->opt.seed, n);
+        if (rule)
+            fault = apply_fault(rule, resp);
+    }
     if (e)
         goto out;
 
@@ -1149,7 +1285,12 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     rc = answer_miss(rp, req, &mr, key,
                      exhausted ? "sequence exhausted" : "no recorded exchange matches", resp);
 out:
-    journal_add(rp, req, matched);
+    if (fault) {
+        atomic_fetch_add(&rp->faults, 1);
+        log_msg(LOG_INFO, "fault: request %lld %s %s%s%.200s: %s", (long long)seq, req->method,
+                req->path, req->query[0] ? "?" : "", req->query, fault);
+    }
+    journal_add(rp, req, seq, matched, fault);
     free(key);
     return rc;
 }

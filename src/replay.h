@@ -38,6 +38,9 @@ struct replay_options {
     size_t journal_max;  /* entries kept (oldest dropped first); 0 for the default 10000 */
     int record_stream;   /* record mode: stubs and quota first, everything else streamed
                             through proxy_handle() and recorded */
+
+    /* The server's --client-timeout: a stub's dribble must fit in it. */
+    int64_t client_timeout_us;
 };
 
 /* Build the index from the store. Returns 0 and *out, or -1 with err. */
@@ -65,6 +68,9 @@ void replay_reset(struct replay *rp);
 cJSON *replay_journal(struct replay *rp, const char *method, const char *path);
 size_t replay_journal_count(struct replay *rp, const char *method, const char *path);
 
+/* The --client-timeout the replay was made with (0 when not given). */
+int64_t replay_client_timeout_us(const struct replay *rp);
+
 /* Number of misses since start. */
 uint64_t replay_misses(struct replay *rp);
 
@@ -74,6 +80,7 @@ struct replay_stats {
     size_t stubs;     /* stubs (from --stubs and at run time) */
     size_t requests;  /* requests journaled since start or reset */
     uint64_t misses;
+    uint64_t faults; /* requests answered with a fault (stub or --faults) since start */
 };
 void replay_stats(struct replay *rp, struct replay_stats *out);
 const char *replay_mode(const struct replay *rp);

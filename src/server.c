@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +23,11 @@
 #define SERVER_ADMIN_PREFIX "/__apisim/"
 #define SERVER_MAX_HEADERS 256
 #define SERVER_DRAIN_TIMEOUT_US (30 * 1000000LL)
+/* A stalled response looks this often whether its client left or the server is draining. */
+#define SERVER_STALL_CHECK_US (100 * 1000LL)
+/* Before a reset mid-body, wait this long at most (in 1 ms steps) for the bytes already
+ * written to leave the socket, so the client has them before the RST. */
+#define SERVER_FLUSH_WAITS 1000
 
 /* A connection waiting for its time: resumed by the timer thread at deadline. */
 struct timer_entry {
@@ -67,6 +75,8 @@ struct req_ctx {
     int64_t pace_start;  /* monotonic µs when the first paced piece was due */
     size_t pace_next;    /* index of the next chunk not yet released */
     size_t pace_allowed; /* bytes released so far */
+    int64_t stall_since; /* FAULT_STALL: monotonic µs when the silence began */
+    int flush_waits;     /* FAULT_RESET_MID_BODY: 1 ms waits for the socket to drain */
 };
 
 /* ---- timers ---------------------------------------------------------------------------- */
@@ -222,24 +232,187 @@ static void response_clear(struct server_response *resp)
     memset(resp, 0, sizeof *resp);
 }
 
-/* The content reader of a paced body: releases each recorded piece at its time and
- * suspends the connection in between. */
+/* ---- faults on the wire (fault.h) ------------------------------------------------------- */
+
+static int conn_fd(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Send what MHD left corked (it holds a head back while it expects the body to follow). */
+static void socket_push(int fd)
+{
+    int zero = 0, one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Reset the connection now: connect() to AF_UNSPEC disconnects a TCP socket, and Linux
+ * answers an established one with RST and no FIN. MHD's own shutdown() and close() that
+ * follow find it disconnected and send nothing more. SO_LINGER {1, 0} makes the close an RST
+ * too, should the disconnect fail. */
+static void socket_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    struct sockaddr sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_family = AF_UNSPEC;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (connect(fd, &sa, sizeof sa) != 0)
+        log_msg(LOG_DEBUG, "fault: disconnecting socket %d: %s (the close resets it)", fd,
+                strerror(errno));
+}
+
+/* Write bytes past MHD, straight to the socket (non-blocking; what does not fit is dropped,
+ * which a fault can afford). */
+static void socket_write(int fd, const void *p, size_t n)
+{
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0 || (size_t)w < n)
+        log_msg(LOG_DEBUG, "fault: wrote %zd of %zu raw bytes", w, n);
+}
+
+/* The faults that send no HTTP response: MHD_NO makes MHD close the connection without
+ * one. Garbage goes out first; a reset disconnects before MHD's close. */
+static enum MHD_Result close_unanswered(struct req_ctx *ctx)
+{
+    int fd = conn_fd(ctx->req.conn);
+    ctx->state = REQ_QUEUED;
+    if (fd < 0)
+        return MHD_NO;
+    if (ctx->resp.fault == FAULT_RESET) {
+        socket_reset(fd);
+    } else if (ctx->resp.fault == FAULT_GARBAGE) {
+        /* The same 64 bytes every time (xorshift from a fixed seed), none of it HTTP. */
+        unsigned char junk[64];
+        uint32_t x = 0x2545f491u;
+        for (size_t i = 0; i < sizeof junk; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            junk[i] = (unsigned char)(x >> 24);
+        }
+        junk[0] = 0xff; /* never the start of "HTTP/" */
+        socket_write(fd, junk, sizeof junk);
+    }
+    return MHD_NO;
+}
+
+/* FAULT_STALL: the head is out; say nothing more. Looks every SERVER_STALL_CHECK_US whether
+ * the client closed, the server is draining, or --client-timeout has passed: then the
+ * connection is closed (MHD_CONTENT_READER_END_WITH_ERROR). The thread is not held: the
+ * connection is suspended in between. */
+static ssize_t stall(struct req_ctx *ctx)
+{
+    struct server *srv = ctx->srv;
+    int fd = conn_fd(ctx->req.conn);
+    int64_t now = now_mono_us();
+    if (!ctx->stall_since) {
+        ctx->stall_since = now;
+        if (fd >= 0)
+            socket_push(fd);
+    }
+    char b;
+    ssize_t got = fd >= 0 ? recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 0;
+    int gone = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (gone || atomic_load(&srv->draining) ||
+        now - ctx->stall_since >= (int64_t)srv->client_timeout_s * 1000000) {
+        log_msg(LOG_DEBUG, "fault: stall of %s %s ends: %s", ctx->req.method, ctx->req.path,
+                gone                          ? "the client closed"
+                : atomic_load(&srv->draining) ? "draining"
+                                              : "timeout");
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (wait_until(ctx, now + SERVER_STALL_CHECK_US) || srv->opt.thread_per_connection)
+        return 0;                             /* called again after the wait */
+    return MHD_CONTENT_READER_END_WITH_ERROR; /* stopping */
+}
+
+/* FAULT_RESET_MID_BODY at its byte: wait (suspended, bounded) until what was written has
+ * left the socket, then RST. */
+static ssize_t reset_when_sent(struct req_ctx *ctx)
+{
+    int fd = conn_fd(ctx->req.conn);
+    if (fd < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    socket_push(fd);
+    int queued = 0;
+    if (ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0 && ctx->flush_waits < SERVER_FLUSH_WAITS) {
+        ctx->flush_waits++;
+        if (wait_until(ctx, now_mono_us() + 1000) || ctx->srv->opt.thread_per_connection)
+            return 0;
+    }
+    socket_reset(fd);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+/* FAULT_MALFORMED_CHUNK after its first (good) chunk: a chunk-size line that is not hex,
+ * then close. */
+static ssize_t malformed_chunk(struct req_ctx *ctx)
+{
+    static const char bad[] = "XYZ\r\nnot a chunk\r\n";
+    int fd = conn_fd(ctx->req.conn);
+    if (fd >= 0) {
+        socket_write(fd, bad, sizeof bad - 1);
+        socket_push(fd);
+    }
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+/* ---- paced and faulted bodies ------------------------------------------------------------ */
+
+static size_t pace_count(const struct server_response *r)
+{
+    return r->dribble_chunks ? r->dribble_chunks : r->nchunks;
+}
+
+/* Piece i of a paced body: when it is due (µs after the first) and how many bytes it holds. */
+static void pace_piece(const struct server_response *r, size_t i, int64_t *due, size_t *size)
+{
+    if (r->dribble_chunks) {
+        uint64_t k = r->dribble_chunks, len = r->body_len;
+        *due = (int64_t)((double)r->dribble_us * (double)(i + 1) / (double)k);
+        *size = (size_t)(len * (i + 1) / k - len * i / k);
+        return;
+    }
+    *due = (int64_t)((double)(r->chunks[i].offset_us - r->chunks[0].offset_us) * r->chunk_factor);
+    *size = r->chunks[i].size;
+}
+
+/* The content reader of a paced (recorded chunks, dribble), cut or faulted body: releases
+ * each piece at its time and suspends the connection in between. */
 static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct req_ctx *ctx = cls;
     struct server_response *r = &ctx->resp;
-    if (pos >= r->body_len)
+    size_t end = r->body_len; /* where this response's body stops */
+    if (r->fault == FAULT_STALL)
+        return stall(ctx);
+    if (r->fault == FAULT_RESET_MID_BODY && r->fault_after_bytes < end)
+        end = (size_t)r->fault_after_bytes;
+    if (r->fault == FAULT_MALFORMED_CHUNK)
+        end = r->body_len / 2;
+    if (pos >= end) {
+        if (r->fault == FAULT_RESET_MID_BODY)
+            return reset_when_sent(ctx);
+        if (r->fault == FAULT_MALFORMED_CHUNK)
+            return malformed_chunk(ctx);
         return r->cut_short ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    }
     int64_t now = now_mono_us();
-    while (ctx->pace_next < r->nchunks) {
-        const struct chunk *c = &r->chunks[ctx->pace_next];
-        int64_t due = ctx->pace_start +
-                      (int64_t)((double)(c->offset_us - r->chunks[0].offset_us) * r->chunk_factor);
+    size_t count = pace_count(r);
+    while (ctx->pace_next < count) {
+        int64_t due;
+        size_t size;
+        pace_piece(r, ctx->pace_next, &due, &size);
+        due += ctx->pace_start;
         if (due > now && pos >= ctx->pace_allowed) {
             if (wait_until(ctx, due))
                 return 0; /* called again when the timer resumes the connection */
             if (!ctx->srv->opt.thread_per_connection) {
-                ctx->pace_next = r->nchunks; /* stopping: release the rest now */
+                ctx->pace_next = count; /* stopping: release the rest now */
                 break;
             }
             now = now_mono_us();
@@ -247,12 +420,13 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
         }
         if (due > now)
             break;
-        ctx->pace_allowed += c->size;
+        ctx->pace_allowed += size;
         ctx->pace_next++;
     }
-    if (ctx->pace_next >= r->nchunks || ctx->pace_allowed > r->body_len)
+    if (ctx->pace_next >= count || ctx->pace_allowed > r->body_len)
         ctx->pace_allowed = r->body_len;
-    size_t n = ctx->pace_allowed - (size_t)pos;
+    size_t stop = ctx->pace_allowed < end ? ctx->pace_allowed : end;
+    size_t n = stop - (size_t)pos;
     if (n > max)
         n = max;
     memcpy(out, r->body + pos, n);
@@ -319,6 +493,8 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
 {
     struct server_response *r = &ctx->resp;
     struct MHD_Response *mr;
+    if (r->fault == FAULT_RESET || r->fault == FAULT_EMPTY || r->fault == FAULT_GARBAGE)
+        return close_unanswered(ctx);
     if (r->reader) {
         mr = MHD_create_response_from_callback(r->stream_size, 32 * 1024, r->reader, r->reader_cls,
                                                r->reader_free);
@@ -326,9 +502,17 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
             r->reader_cls = NULL; /* MHD frees it now */
             r->reader_free = NULL;
         }
-    } else if (r->cut_short || (r->nchunks > 1 && r->body_len > 0)) {
+    } else if (r->cut_short || (r->nchunks > 1 && r->body_len > 0) ||
+               r->fault == FAULT_RESET_MID_BODY || r->fault == FAULT_MALFORMED_CHUNK ||
+               r->fault == FAULT_STALL || (r->dribble_chunks && r->body_len > 0)) {
         ctx->pace_start = now_mono_us();
         uint64_t size = r->cut_short && r->cut_size > r->body_len ? r->cut_size : MHD_SIZE_UNKNOWN;
+        /* A stall or a reset mid-body promises the whole body (a stall of an empty body is
+         * chunked, so that the reader is asked at all); a malformed chunk is chunked. */
+        if ((r->fault == FAULT_STALL && r->body_len > 0) || r->fault == FAULT_RESET_MID_BODY)
+            size = r->body_len;
+        else if (r->fault == FAULT_STALL || r->fault == FAULT_MALFORMED_CHUNK)
+            size = MHD_SIZE_UNKNOWN;
         mr = MHD_create_response_from_callback(size, 32 * 1024, pace_reader, ctx, NULL);
     } else {
         mr = MHD_create_response_from_buffer(r->body_len, r->body,

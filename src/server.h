@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "exchange.h"
+#include "fault.h"
 #include "util.h"
 
 struct server;
@@ -59,6 +60,20 @@ struct server_response {
      * the body (the recorded Content-Length), else chunked without its last chunk. */
     int cut_short;
     uint64_t cut_size;
+    /* A failure served instead of this answer, or in the middle of it (fault.h; FAULT_NONE
+     * for a normal answer), after delay_us. FAULT_RESET: RST before any byte; FAULT_EMPTY:
+     * close with no byte; FAULT_GARBAGE: bytes that are not HTTP, then close;
+     * FAULT_RESET_MID_BODY: the head (Content-Length of the whole body) and the first
+     * fault_after_bytes bytes once sent, then RST; FAULT_MALFORMED_CHUNK: a chunked head, the
+     * first half of the body as one chunk, a chunk-size line that is not hex, then close;
+     * FAULT_STALL: the head, then silence until the client closes, the server drains, or
+     * --client-timeout passes (then closed). Other kinds are the handler's to apply. */
+    int fault;
+    uint64_t fault_after_bytes;
+    /* Dribble: the body, chunked, in dribble_chunks pieces; piece i (from 0) is sent
+     * dribble_us * (i + 1) / dribble_chunks after delay_us. 0 for none. */
+    unsigned dribble_chunks;
+    int64_t dribble_us;
     /* The longest silence the body may have by design (a streamed upstream's pauses, up to
      * --upstream-timeout): the client connection's timeout is raised to cover it. */
     int64_t quiet_us;

@@ -20,13 +20,15 @@ static const char GOOD[] =
     "            \"ignore_query\": [\"ts\"], \"ignore_json\": [\"/metadata/user_id\", "
     "\"/messages/*/id\"]},\n"
     "  \"latency\": \"fixed:20ms\",\n"
+    "  \"faults\": \"reset:5%,status:529:10%\",\n"
     "  \"redact\": {\"headers\": [\"x-session\"], \"query\": [\"token\"], \"json\": "
     "[\"/api_key\"]},\n"
     "  \"routes\": [\n"
     "    {\"method\": \"POST\", \"path\": \"/v1/messages\", \"match\": {\"fields\": "
     "[\"method\", \"path\"]},\n"
-    "     \"latency\": \"lognormal:40ms,200ms\"},\n"
-    "    {\"path\": \"/v1/models/*\", \"latency\": \"none\"},\n"
+    "     \"latency\": \"lognormal:40ms,200ms\", \"faults\": [\"cut-stream:20%\", "
+    "\"latency-spike:2s:1%\"]},\n"
+    "    {\"path\": \"/v1/models/*\", \"latency\": \"none\", \"faults\": []},\n"
     "    {\"method\": \"*\", \"path\": \"/health\"},\n"
     "    {\"method\": \"GET\", \"match\": {}}\n"
     "  ]\n"
@@ -50,6 +52,10 @@ static void test_good(void)
           "ignore_json");
     CHECK(cfg.has_latency && cfg.latency.kind == LATENCY_FIXED && cfg.latency.a_us == 20000,
           "top latency");
+    CHECK(cfg.faults.n == 2 && cfg.faults.v[0].kind == FAULT_RESET &&
+              cfg.faults.v[0].rate == 0.05 && cfg.faults.v[1].kind == FAULT_STATUS &&
+              cfg.faults.v[1].status == 529 && streq(cfg.faults.v[1].name, "status:529"),
+          "top faults");
     CHECK(cfg.redact.nheaders == 1 && streq(cfg.redact.headers[0], "x-session"), "redact headers");
     CHECK(cfg.redact.nquery == 1 && streq(cfg.redact.query[0], "token"), "redact query");
     CHECK(cfg.redact.njson == 1 && streq(cfg.redact.json[0], "/api_key"), "redact json");
@@ -61,6 +67,12 @@ static void test_good(void)
         CHECK(r[0].has_latency && r[0].latency.kind == LATENCY_LOGNORMAL &&
                   r[0].latency.a_us == 40000 && r[0].latency.b_us == 200000,
               "route 0 latency");
+        CHECK(r[0].has_faults && r[0].faults.n == 2 && r[0].faults.v[0].kind == FAULT_CUT_STREAM &&
+                  r[0].faults.v[1].kind == FAULT_LATENCY_SPIKE &&
+                  r[0].faults.v[1].spike_us == 2000000 && r[0].faults.v[1].rate == 0.01,
+              "route 0 faults");
+        CHECK(r[1].has_faults && r[1].faults.n == 0, "route 1: no faults, said so");
+        CHECK(!r[2].has_faults, "route 2: the top level's faults");
         CHECK(r[1].method == NULL && streq(r[1].path_glob, "/v1/models/*") && !r[1].has_match &&
                   r[1].has_latency && r[1].latency.kind == LATENCY_NONE,
               "route 1");
@@ -117,7 +129,7 @@ static void test_errors(void)
         {"{\n  \"latency\": \"none\",\n  oops\n}", "config: invalid JSON near line 3, column 4"},
         {"{} x", "config: invalid JSON near line 1, column 4"},
         {"{\"bogus\": 1}",
-         "config: unknown key \"bogus\" (accepted: match, latency, redact, routes)"},
+         "config: unknown key \"bogus\" (accepted: match, latency, faults, redact, routes)"},
         {"{\"latency\": \"none\", \"latency\": \"fixed:1ms\"}",
          "config: key \"latency\" appears twice"},
         {"{\"match\": []}", "config: match: expected an object, got an array"},
@@ -156,7 +168,8 @@ static void test_errors(void)
         {"{\"routes\": {}}", "config: routes: expected an array of objects, got an object"},
         {"{\"routes\": [1]}", "config: routes[0]: expected an object, got a number"},
         {"{\"routes\": [{\"pth\": \"/a\"}]}",
-         "config: routes[0]: unknown key \"pth\" (accepted: method, path, match, latency)"},
+         "config: routes[0]: unknown key \"pth\" (accepted: method, path, match, latency, "
+         "faults)"},
         {"{\"routes\": [{\"path\": 5}]}",
          "config: routes[0].path: expected a string, got a number"},
         {"{\"routes\": [{\"method\": \"\"}]}", "config: routes[0].method: must not be empty"},
@@ -178,6 +191,21 @@ static void test_errors(void)
          "must be followed by 0 or 1..."},
         {"{\"routes\": [{\"match\": {\"headers\": [\"x\", 2]}}]}",
          "config: routes[0].match.headers[1]: expected a string, got a number"},
+        {"{\"faults\": 5}",
+         "config: faults: expected a string such as \"reset:5%,status:529:10%\" or an array of "
+         "such strings, got a number"},
+        {"{\"faults\": \"explode:5%\"}",
+         "config: faults: \"explode:5%\": unknown fault kind \"explode\" (expected reset, empty, "
+         "status:CODE, latency-spike:DURATION, cut-stream)"},
+        {"{\"faults\": [\"reset:5%\", \"reset:101%\"]}",
+         "config: faults[1]: \"reset:101%\": rate 101% is outside 0%..100%"},
+        {"{\"faults\": [\"reset:5%\", 7]}",
+         "config: faults[1]: expected a string such as \"reset:5%\", got a number"},
+        {"{\"routes\": [{\"faults\": \"latency-spike:2parsecs:1%\"}]}",
+         "config: routes[0].faults: \"latency-spike:2parsecs:1%\": invalid duration..."},
+        {"{\"routes\": [{}, {\"faults\": \"reset:60%,empty:50%\"}]}",
+         "config: routes[1].faults: \"reset:60%,empty:50%\": the rates add up to 110%, more than "
+         "100%..."},
     };
     for (size_t i = 0; i < N(cases); i++) {
         struct config cfg = {0}, zero = {0};

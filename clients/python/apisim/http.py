@@ -14,9 +14,8 @@ The server takes both call forms of the seed:
     server.register_sequence("GET", "/v1/x", responses=[{"json": {...}}, {"status": 503}])
 
 `fault` ("reset", "empty", "reset-mid-body", "malformed-chunk", "garbage-then-close",
-"stall") and `dribble` ({"chunks": K, "over_ms": D}) are passed to apisim as the stub's
-"fault" and "dribble" members when set; a binary that does not know them refuses the stub
-with ApisimError naming the member.
+"stall"), `after_bytes` and `dribble` ((K, D) or {"chunks": K, "over_ms": D}) are those of
+ResponseSpec: see the README's "Faults".
 """
 
 import json as _json
@@ -32,26 +31,18 @@ _KEYWORDS = ("json", "body", "text", "status", "headers", "delay_seconds", "dela
 
 
 class MockResponseSpec(ResponseSpec):
-    """A ResponseSpec with the seed's extra keywords: `fault` and `dribble` (see the module
-    comment), and `after_bytes` for fault "reset-mid-body". `body` may be any JSON value when
-    given as `json_body` (the older form's `json=` keyword)."""
+    """A ResponseSpec (with its `fault`, `after_bytes` and `dribble`) that also takes the
+    older form's `json=` value as `json_body`, so any JSON value (a string, a number) can be
+    the body."""
 
-    __slots__ = ("fault", "dribble", "after_bytes", "_json_value")
+    __slots__ = ("_json_value",)
 
     _NO_JSON = object()
 
     def __init__(self, status=200, body=None, headers=None, delay_ms=0, fault=None,
                  dribble=None, after_bytes=None, json_body=_NO_JSON):
-        super().__init__(status=status, body=body, headers=headers, delay_ms=delay_ms)
-        if fault is not None and not isinstance(fault, str):
-            raise TypeError(f"MockResponseSpec.fault must be a str, not {type(fault).__name__}")
-        if dribble is not None and not isinstance(dribble, dict):
-            raise TypeError("MockResponseSpec.dribble must be a dict like "
-                            f"{{'chunks': 4, 'over_ms': 200}}, not {type(dribble).__name__}")
-        if after_bytes is not None and (isinstance(after_bytes, bool)
-                                        or not isinstance(after_bytes, int)):
-            raise TypeError("MockResponseSpec.after_bytes must be an int")
-        self.fault, self.dribble, self.after_bytes = fault, dribble, after_bytes
+        super().__init__(status=status, body=body, headers=headers, delay_ms=delay_ms,
+                         fault=fault, after_bytes=after_bytes, dribble=dribble)
         self._json_value = json_body
 
     def to_json(self):
@@ -60,19 +51,10 @@ class MockResponseSpec(ResponseSpec):
             d.pop("body", None)
             d.pop("body_base64", None)
             d["json"] = self._json_value
-        if self.fault is not None:
-            d["fault"] = self.fault
-        if self.after_bytes is not None:
-            d["after_bytes"] = self.after_bytes
-        if self.dribble is not None:
-            d["dribble"] = dict(self.dribble)
         return d
 
     def __repr__(self):
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("fault", "dribble", "after_bytes")
-                        if getattr(self, k) is not None)
-        return (f"MockResponseSpec(status={self.status!r}, body={self.body!r}, "
-                f"headers={self.headers!r}, delay_ms={self.delay_ms!r}{extra})")
+        return "Mock" + super().__repr__()
 
 
 def response_from_keywords(kwargs, where="register()"):

@@ -31,11 +31,23 @@ class ResponseSpec:
               ("body_base64"), None -> empty
     headers:  [(name, value), ...] or a dict; sent in order, repeats allowed
     delay_ms: milliseconds to wait before answering (other connections are not held up)
+    fault:    None, or how the answer fails on the wire: "reset" (RST before any byte),
+              "empty" (closed with no byte), "reset-mid-body" (head and the first
+              `after_bytes` bytes of the body, then RST), "malformed-chunk" (chunked head,
+              half the body, a chunk size that is not hex, then closed), "garbage-then-close"
+              (bytes that are not HTTP, then closed), "stall" (head, then silence)
+    after_bytes: with fault="reset-mid-body", the body bytes sent before the reset
+    dribble:  None, or (chunks, over_ms) (or {"chunks": K, "over_ms": D}): the body in K
+              pieces, the last one D ms after the first byte
     """
 
-    __slots__ = ("status", "body", "headers", "delay_ms")
+    __slots__ = ("status", "body", "headers", "delay_ms", "fault", "after_bytes", "dribble")
 
-    def __init__(self, status=200, body=None, headers=None, delay_ms=0):
+    FAULTS = ("reset", "empty", "reset-mid-body", "malformed-chunk", "garbage-then-close",
+              "stall")
+
+    def __init__(self, status=200, body=None, headers=None, delay_ms=0, fault=None,
+                 after_bytes=None, dribble=None):
         if isinstance(status, bool) or not isinstance(status, int):
             raise TypeError(f"ResponseSpec.status must be an int, not {type(status).__name__}")
         if body is not None and not isinstance(body, (dict, list, str, bytes, bytearray)):
@@ -54,7 +66,22 @@ class ResponseSpec:
                 raise TypeError(f"ResponseSpec.headers: {h!r} is not a (name, value) pair of "
                                 "strings")
             pairs.append((h[0], h[1]))
+        if fault is not None and not isinstance(fault, str):
+            raise TypeError(f"ResponseSpec.fault must be a string (one of "
+                            f"{', '.join(self.FAULTS)}), not {type(fault).__name__}")
+        if after_bytes is not None and (isinstance(after_bytes, bool)
+                                        or not isinstance(after_bytes, int)):
+            raise TypeError(f"ResponseSpec.after_bytes must be an int, not "
+                            f"{type(after_bytes).__name__}")
+        if dribble is not None:
+            if isinstance(dribble, dict):
+                dribble = (dribble.get("chunks"), dribble.get("over_ms"))
+            if (not isinstance(dribble, (tuple, list)) or len(dribble) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, int) for x in dribble)):
+                raise TypeError("ResponseSpec.dribble must be (chunks, over_ms), two ints")
+            dribble = (dribble[0], dribble[1])
         self.status, self.body, self.headers, self.delay_ms = status, body, pairs, delay_ms
+        self.fault, self.after_bytes, self.dribble = fault, after_bytes, dribble
 
     def to_json(self):
         """The stub object of the control API (without method and path)."""
@@ -66,14 +93,22 @@ class ResponseSpec:
         elif isinstance(self.body, (bytes, bytearray)):
             d["body_base64"] = base64.b64encode(bytes(self.body)).decode("ascii")
         d["delay_ms"] = self.delay_ms
+        if self.fault is not None:
+            d["fault"] = self.fault
+        if self.after_bytes is not None:
+            d["after_bytes"] = self.after_bytes
+        if self.dribble is not None:
+            d["dribble"] = {"chunks": self.dribble[0], "over_ms": self.dribble[1]}
         return d
 
     def __eq__(self, other):
         return isinstance(other, ResponseSpec) and self.to_json() == other.to_json()
 
     def __repr__(self):
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("fault", "after_bytes", "dribble")
+                        if getattr(self, k) is not None)
         return (f"ResponseSpec(status={self.status!r}, body={self.body!r}, "
-                f"headers={self.headers!r}, delay_ms={self.delay_ms!r})")
+                f"headers={self.headers!r}, delay_ms={self.delay_ms!r}{extra})")
 
 
 def _as_spec(spec, kwargs, where="register()"):

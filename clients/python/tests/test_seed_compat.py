@@ -234,16 +234,18 @@ def test_fault_and_dribble_go_into_the_stub():
 
 
 def test_fault_reaches_apisim(mock_http_server):
-    """apisim either plays the fault (a reset: no HTTP answer) or, built without faults,
-    refuses the stub naming the member; never a silent normal answer."""
-    try:
-        mock_http_server.register("GET", "/f", PyResponseSpec(body="never", fault="reset"))
-    except ApisimError as e:
-        assert "fault" in e.message and e.status == 400
-        return
+    """MockResponseSpec(fault=...) reaches apisim and is played: a reset, no HTTP answer."""
+    mock_http_server.register("GET", "/f", PyResponseSpec(body="never", fault="reset"))
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)) as e:
         _OPENER.open(mock_http_server.url + "/f", timeout=5).read()
     assert not isinstance(e.value, urllib.error.HTTPError)
+    assert mock_http_server.get_requests("GET", "/f")[0].fault == "reset"
+
+
+def test_dribble_reaches_apisim(mock_http_server):
+    mock_http_server.register("GET", "/d", PyResponseSpec(body="abcdef",
+                                                          dribble={"chunks": 3, "over_ms": 30}))
+    assert _OPENER.open(mock_http_server.url + "/d", timeout=5).read() == b"abcdef"
 
 
 # ---- the session classifier against fake_claude ---------------------------------------------

@@ -83,6 +83,44 @@ def test_response_spec_serialises_each_body_kind():
         ResponseSpec(headers=[("only-a-name",)])
 
 
+def test_response_spec_faults_and_dribble(server):
+    """fault=, after_bytes= and dribble= go through to apisim: a sequence that fails twice
+    (reset, then cut after 3 bytes), then answers, dribbled."""
+    assert ResponseSpec(body="abcdef", fault="reset-mid-body", after_bytes=3).to_json() == {
+        "status": 200, "headers": [], "body": "abcdef", "delay_ms": 0,
+        "fault": "reset-mid-body", "after_bytes": 3}
+    assert ResponseSpec(body="x", dribble={"chunks": 2, "over_ms": 10}).to_json()[
+        "dribble"] == {"chunks": 2, "over_ms": 10}
+    with pytest.raises(TypeError):
+        ResponseSpec(fault=1)
+    with pytest.raises(TypeError):
+        ResponseSpec(dribble=(2,))
+    server.register_sequence("GET", "/flaky", [
+        ResponseSpec(fault="reset"),
+        ResponseSpec(body="abcdef", fault="reset-mid-body", after_bytes=3),
+        ResponseSpec(body="abcdef", dribble=(3, 300)),
+    ])
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    with pytest.raises(ConnectionResetError):
+        c.request("GET", "/flaky")
+        c.getresponse()
+    c.close()
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", "/flaky")
+    r = c.getresponse()
+    assert r.getheader("content-length") == "6"
+    with pytest.raises(ConnectionResetError):
+        r.read()
+    c.close()
+    t0 = time.monotonic()
+    r = fetch(server.url + "/flaky")
+    assert r.body == b"abcdef" and time.monotonic() - t0 >= 0.3
+    assert [q.get("fault") for q in server.get_requests("GET", "/flaky")] == [
+        "reset", "reset-mid-body", None]
+    assert server.health()["faults"] == 2
+
+
 def test_register_delay_ms_delays_the_answer(server):
     server.register("GET", "/slow", ResponseSpec(body="late", delay_ms=300))
     t0 = time.monotonic()
