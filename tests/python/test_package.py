@@ -115,9 +115,19 @@ def check(argv, **kwargs):
 
 def copy_tree(dst):
     """The repository's files (tracked and untracked-but-not-ignored: no build directories)
-    copied to dst."""
-    listing = check(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
-                     "--exclude-standard"], env=clean_env(os.environ.get("PATH", ""))).stdout
+    copied to dst; a tree that is not a git work tree is copied without its build*/ and
+    Python leftovers."""
+    listing = run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
+                   "--exclude-standard"], env=clean_env(os.environ.get("PATH", "")))
+    if listing.returncode != 0 or not listing.stdout:
+        def ignore(d, names):
+            top = os.path.realpath(d) == os.path.realpath(ROOT)
+            return [n for n in names if n in (".git", "__pycache__", ".pytest_cache", ".venv")
+                    or n.endswith(".egg-info") or (top and n.startswith("build"))
+                    or (n == "build" and d.endswith(os.path.join("clients", "python")))]
+        shutil.copytree(ROOT, dst, ignore=ignore, symlinks=True, dirs_exist_ok=True)
+        return dst
+    listing = listing.stdout
     for rel in filter(None, listing.split("\0")):
         src = os.path.join(ROOT, rel)
         if not os.path.isfile(src):  # deleted in the work tree but not yet in the index
