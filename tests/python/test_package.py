@@ -288,16 +288,22 @@ def failed_install(venv, package_dir, env):
     return out
 
 
-def test_no_cmake_on_path_fails_at_once_naming_the_debian_packages(venv_a, tree, tmp_path):
-    bin_dir = tmp_path / "bin"  # what a build needs but cmake
+@pytest.mark.parametrize("missing, message", [
+    ("cmake", "cmake not found on PATH (Debian package cmake)"),
+    ("cc", "a C compiler (cc, gcc or clang) not found on PATH (Debian package build-essential)"),
+])
+def test_missing_tool_fails_at_once_naming_the_debian_packages(venv_a, tree, tmp_path, missing,
+                                                              message):
+    bin_dir = tmp_path / "bin"  # what a build runs, but one
     bin_dir.mkdir()
-    for tool in ("cc", "make", "pkg-config"):
-        os.symlink(shutil.which(tool), bin_dir / tool)
+    for tool in ("cmake", "cc", "make", "pkg-config"):
+        if tool != missing:
+            os.symlink(shutil.which(tool), bin_dir / tool)
     src = copy_tree(str(tmp_path / "src"))
-    out = failed_install(venv_a, os.path.join(src, "clients", "python"),
-                         clean_env(str(bin_dir)))
-    assert "error: cannot build the apisim binary: cmake not found on PATH (Debian package " \
-           "cmake)" in out, out
+    env = clean_env(str(bin_dir))
+    env.pop("CC", None)
+    out = failed_install(venv_a, os.path.join(src, "clients", "python"), env)
+    assert "error: cannot build the apisim binary: " + message in out, out
     assert "sudo apt-get install cmake build-essential pkg-config libcurl4-openssl-dev " \
            "libmicrohttpd-dev libsqlite3-dev libcjson-dev zlib1g-dev" in out
     assert not list((tmp_path / "src").glob("clients/python/build/temp*/apisim-cmake")), \
