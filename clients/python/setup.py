@@ -149,7 +149,7 @@ def explain_configure_failure(output, status):
     modules += [m for m, _, _ in old]
     if re.search(r"Could NOT find OpenSSL", output):
         modules.append("openssl")
-    tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-25:])
+    tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-40:])
     if modules:
         pkgs = []
         for m in modules:
@@ -182,9 +182,9 @@ def cmake_build(source, build_dir, jobs):
     print("running " + " ".join(shlex.quote(a) for a in configure), flush=True)
     proc = subprocess.run(configure, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace")
-    print(proc.stdout, end="", flush=True)
-    if proc.returncode != 0:
+    if proc.returncode != 0:  # the message carries the end of CMake's output
         raise SetupError(explain_configure_failure(proc.stdout, proc.returncode))
+    print(proc.stdout, end="", flush=True)
     build = ["cmake", "--build", build_dir, "--target", "apisim", "--parallel", str(jobs)]
     print("running " + " ".join(shlex.quote(a) for a in build), flush=True)
     status = subprocess.run(build).returncode
