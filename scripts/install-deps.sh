@@ -4,7 +4,8 @@
 set -euo pipefail
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libmicrohttpd-dev
           libsqlite3-dev libcjson-dev zlib1g-dev sqlite3 curl python3 python3-pytest
-          python3-pip python3-setuptools python3-wheel openssl "$@")
+          python3-pip python3-setuptools python3-wheel python3-venv python3-wheel-whl git
+          openssl "$@")
 # Node and npm: Debian's packages, unless a node and npm are already there (NodeSource's
 # nodejs bundles npm and conflicts with Debian's npm package).
 command -v node >/dev/null || packages+=(nodejs)

@@ -9,7 +9,7 @@
 
 apisim.http has the mock server under the seed's names (MockResponseSpec, ...); apisim.claude
 has FakeClaudeCLI / ClaudeCLI and make_scenario_recorder / make_scenario_player.
-    find_binary()   the binary: $APISIM_BIN, else `apisim` on PATH
+    find_binary()   the binary: $APISIM_BIN, else the one packaged inside, else `apisim` on PATH
 
 pytest fixtures (apisim.pytest_plugin, loaded automatically once the package is installed):
 mock_http_server, fake_claude, apisim_replay.

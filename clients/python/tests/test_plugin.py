@@ -136,14 +136,17 @@ def test_b():
 
 
 def test_installed_package_loads_its_fixtures_through_the_entry_point(tmp_path):
-    """pip install ./clients/python, then a pytest run with no -p flag and no conftest."""
+    """pip install ./clients/python, then a pytest run with no -p flag and no conftest. The
+    package is copied away from the repository and built without the binary
+    (APISIM_NO_BINARY=1, it runs $APISIM_BIN); tests/python/test_package.py builds it whole."""
     src = tmp_path / "src"
     shutil.copytree(PACKAGE_ROOT, src, ignore=shutil.ignore_patterns(
         "tests", "examples", "build", "*.egg-info", "__pycache__"))
     site = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation",
                           "--no-deps", "--no-index", "--target", str(site), str(src)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "APISIM_NO_BINARY": "1"})
     if pip.returncode != 0 and "No module named pip" in pip.stderr:
         pytest.skip("pip is not available for " + sys.executable)
     assert pip.returncode == 0, pip.stderr
