@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "ca.h"
 #include "claude.h"
 #include "config.h"
 #include "export.h"
@@ -548,6 +549,51 @@ out:
     return rc;
 }
 
+/* apisim ca [--ca-dir DIR]: make the CA when missing and print its certificate's path. */
+static int ca_main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    char def[4096], err[APISIM_ERR_LEN];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: apisim ca [--ca-dir DIR]\n"
+                   "makes apisim's CA when missing (what record and replay use to intercept "
+                   "HTTPS)\nand prints the path of its certificate, for clients to trust.\n"
+                   "DIR defaults to $APISIM_CA_DIR, else $XDG_CONFIG_HOME/apisim/ca, else "
+                   "~/.config/apisim/ca\n");
+            return 0;
+        }
+        if (strncmp(argv[i], "--ca-dir=", 9) == 0) {
+            dir = argv[i] + 9;
+        } else if (strcmp(argv[i], "--ca-dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+        } else {
+            fprintf(stderr,
+                    "apisim ca: unexpected argument \"%s\" (usage: apisim ca [--ca-dir DIR])\n",
+                    argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!dir || !dir[0]) {
+        if (dir || ca_default_dir(def, sizeof def, err) < 0) {
+            fprintf(stderr, "apisim ca: %s\n", dir ? "--ca-dir needs a directory" : err);
+            return EXIT_USAGE;
+        }
+        dir = def;
+    }
+    struct ca *ca = NULL;
+    int created = 0;
+    if (ca_open(&ca, dir, &created, err) < 0) {
+        fprintf(stderr, "apisim ca: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    if (created)
+        log_msg(LOG_INFO, "made a new CA in %s", dir);
+    printf("%s\n", ca_cert_path(ca));
+    ca_free(ca);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: apisim COMMAND [options]\n"
@@ -561,6 +607,7 @@ static void usage(FILE *f)
           "  show     [--db FILE] ID                                 print one exchange\n"
           "  export   [--db FILE] [--session NAME] --format har|jsonl|sql [--output FILE]\n"
           "  import   [--db FILE] [--session NAME] [--max-body SIZE] FILE   read HAR or JSONL\n"
+          "  ca       [--ca-dir DIR]                                 make/print the CA for HTTPS\n"
           "session fixtures:\n"
           "  claude   [claude arguments]                             a fake claude CLI\n"
           "  claude-record [--db FILE] -- COMMAND [ARGS...]          record a real CLI run\n"
@@ -602,6 +649,8 @@ int main(int argc, char **argv)
         return export_main(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0)
         return import_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "ca") == 0)
+        return ca_main(argc - 1, argv + 1);
     if (strcmp(cmd, "record") == 0 || strcmp(cmd, "replay") == 0 || strcmp(cmd, "mock") == 0) {
         /* Signals are taken by sigwait in the main thread: block them before any thread. */
         sigset_t set;
