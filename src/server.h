@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "exchange.h"
+#include "front.h"
 #include "util.h"
 
 struct server;
@@ -29,6 +30,12 @@ struct server_request {
     const char *method;
     const char *path;  /* raw path, without the query */
     const char *query; /* raw query string without '?', "" when none */
+    /* The host a proxied request is for: from an absolute-form request line ("GET
+     * http://host:port/path", HTTP_PROXY) or from the CONNECT tunnel it came through
+     * (HTTPS_PROXY, "https"). Both NULL for a request in origin form sent to apisim itself
+     * (reverse proxy mode). */
+    const char *scheme;    /* "http" or "https" */
+    const char *authority; /* "host[:port]" as the client named it */
     struct headers headers;
     const unsigned char *body;
     size_t body_len;
@@ -88,6 +95,9 @@ struct server_options {
     server_handler_fn handle_admin; /* the control API (paths under /__apisim/) */
     void *app;                      /* handle's first argument */
     void *admin_app;                /* handle_admin's first argument */
+    /* Forward proxy (record, replay): the front owns the listening socket and handles
+     * CONNECT (front.h). NULL: the daemon listens itself (mock). */
+    const struct front_config *front;
 };
 
 /* Check that listen is HOST:PORT with a resolvable host and a port 0..65535. Returns 0 or

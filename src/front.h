@@ -1,0 +1,72 @@
+/* front — the listening socket of record and replay, in front of libmicrohttpd, so that
+ * they also serve as an HTTPS forward proxy.
+ *
+ * libmicrohttpd 0.9.75 cannot answer CONNECT with 200 (its upgrade API demands 101), so
+ * the front owns the listening socket instead. One thread runs an epoll loop (no thread
+ * per connection): it accepts, peeks at the first bytes of each new connection and
+ *   - hands anything that is not CONNECT to the daemon untouched (MHD_add_connection),
+ *     so plain HTTP costs one peek per connection and nothing per request;
+ *   - answers `CONNECT host:port` with 200, terminates the tunnel's TLS with a leaf
+ *     certificate from the CA (chosen by SNI, else the CONNECT host), and relays the
+ *     plaintext to the daemon through a socketpair, remembering which host that socketpair
+ *     carries (front_claim()), so decrypted requests take the same path as any other;
+ *   - for a host in no_intercept: tunnels the bytes untouched to the host (record), or
+ *     answers 502 (replay: no network);
+ *   - answers a malformed CONNECT target 400, and closes only the connection whose tunnel
+ *     carries something that is not TLS; a client that aborts the handshake (a pinned
+ *     certificate, or a CA it does not trust) is logged with the host and the
+ *     --no-intercept hint.
+ *
+ * Threads: front_claim() is called from the daemon's threads; everything else runs on the
+ * front's own thread between front_start() and front_free().
+ */
+#ifndef APISIM_FRONT_H
+#define APISIM_FRONT_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+
+#include "ca.h"
+#include "util.h"
+
+struct front;
+
+/* What a connection handed to the daemon through a tunnel was for (its socket context). */
+struct front_origin {
+    char scheme[8];      /* "https" */
+    char authority[262]; /* host:port from the CONNECT line */
+};
+
+struct front_config {
+    const char *ca_dir;              /* the CA's directory, opened (made) at the first CONNECT */
+    const char *const *no_intercept; /* hosts tunnelled untouched, "" ends; may be NULL */
+    int passthrough;                 /* 1: tunnel no_intercept hosts (record); 0: answer 502 */
+    const char *const *connect_to;   /* "HOST:PORT:HOST2:PORT2" rules for those tunnels */
+    int64_t idle_timeout_us;         /* a connection silent this long before its first
+                                        request (or handshake) is closed */
+};
+
+/* Check one --connect-to rule: HOST:PORT:HOST2:PORT2, as curl's (HOST or PORT may be empty
+ * for any; an IPv6 host in brackets). Returns 0 or -1 with err. */
+int front_connect_to_check(const char *rule, char *err);
+
+/* Check a CONNECT target: host:port with a valid host (or [IPv6]) and a port 1..65535.
+ * Returns 0 with host (without brackets, at most host_len - 1 bytes) and *port, or -1. */
+int front_parse_authority(const char *authority, char *host, size_t host_len, unsigned *port);
+
+/* Start the loop on listen_fd (bound and listening; the front closes it at the end), for
+ * daemon (started with MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC). New connections are closed
+ * at once while *draining is set. cfg is copied; the strings it points to must outlive the
+ * front. Returns 0 and *out, or -1 with err. */
+int front_start(struct front **out, const struct front_config *cfg, int listen_fd,
+                struct MHD_Daemon *daemon, atomic_int *draining, char *err);
+
+/* For the daemon's connection-start notification: the origin of the socket fd if the
+ * front gave it from a tunnel (malloc'd, the caller frees it when the connection closes),
+ * else NULL. */
+struct front_origin *front_claim(struct front *f, int fd);
+
+/* Stop the loop and close every connection the front still holds. NULL does nothing. */
+void front_free(struct front *f);
+
+#endif
