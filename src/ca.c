@@ -50,7 +50,7 @@ static void ssl_error(char *err, const char *prefix)
     if (e)
         ERR_error_string_n(e, reason, sizeof reason);
     ERR_clear_error();
-    snprintf(err, APISIM_ERR_LEN, "%.300s: %s", prefix, reason);
+    snprintf(err, APISIM_ERR_LEN, "%.200s: %.255s", prefix, reason);
 }
 
 int ca_default_dir(char *out, size_t n, char *err)

@@ -42,6 +42,10 @@ struct side {
     unsigned interest; /* the events registered now */
     int eof;           /* read side ended */
     int shut;          /* write side shut down */
+    int rd_ok;         /* may have something to read (epoll said so, or not known) */
+    int wr_blocked;    /* the last write would block: wait for EPOLLOUT */
+    int need_in;       /* TLS: a write needs to read first */
+    int need_out;      /* TLS: a read needs to write first */
 };
 
 struct relay_buf {
@@ -408,44 +412,50 @@ static ssize_t io_write(struct conn *c, struct side *s, const char *p, size_t n)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? IO_AGAIN_WRITE : IO_ERROR;
 }
 
-static void want(struct side *s, ssize_t r, unsigned *ev)
-{
-    (void)s;
-    if (r == IO_AGAIN_READ)
-        *ev |= EPOLLIN;
-    else if (r == IO_AGAIN_WRITE)
-        *ev |= EPOLLOUT;
-}
-
-/* Move bytes from one side to the other. Returns 1 on progress, 0 on none, -1 on error. */
-static int move(struct conn *c, struct side *from, struct side *to, struct relay_buf *b,
-                unsigned *ev_from, unsigned *ev_to)
+/* Move bytes from one side to the other, trying only what can progress: a side is read
+ * when epoll said it is readable (or nothing said it is not), written unless a write
+ * blocked. Every failed attempt is a system call, and a request through a tunnel should
+ * cost few of them. Returns 1 on progress, 0 on none, -1 on error. */
+static int move(struct conn *c, struct side *from, struct side *to, struct relay_buf *b)
 {
     int progress = 0;
-    if (!from->eof && b->len < FRONT_BUF) {
-        ssize_t r = io_read(c, from, b->p + b->len, FRONT_BUF - b->len);
+    if (!from->eof && from->rd_ok && b->len < FRONT_BUF) {
+        size_t room = FRONT_BUF - b->len;
+        ssize_t r = io_read(c, from, b->p + b->len, room);
         if (r > 0) {
             b->len += (size_t)r;
             progress = 1;
+            /* Short read: drained (epoll says when more comes); TLS: one record at a time,
+             * more may wait inside the library. */
+            if (from == &c->a && c->ssl)
+                from->rd_ok = SSL_pending(c->ssl) > 0;
+            else if ((size_t)r < room)
+                from->rd_ok = 0;
         } else if (r == 0) {
             from->eof = 1;
             progress = 1;
         } else if (r == IO_ERROR) {
             return -1;
         } else {
-            want(from, r, ev_from);
+            from->rd_ok = 0;
+            if (r == IO_AGAIN_WRITE)
+                from->need_out = 1; /* TLS wants to write before it can read */
         }
     }
-    if (b->len > 0) {
+    if (b->len > 0 && !to->wr_blocked) {
         ssize_t w = io_write(c, to, b->p, b->len);
         if (w > 0) {
+            if ((size_t)w < b->len)
+                to->wr_blocked = 1;
             memmove(b->p, b->p + w, b->len - (size_t)w);
             b->len -= (size_t)w;
             progress = 1;
         } else if (w == IO_ERROR) {
             return -1;
         } else {
-            want(to, w, ev_to);
+            to->wr_blocked = 1;
+            if (w == IO_AGAIN_READ)
+                to->need_in = 1; /* TLS wants to read before it can write */
         }
     }
     if (from->eof && b->len == 0 && !to->shut) {
@@ -457,13 +467,23 @@ static int move(struct conn *c, struct side *from, struct side *to, struct relay
     return progress;
 }
 
+/* The events side s waits for: readable while its outgoing buffer has room, writable while
+ * a write is blocked. Stable in the common case, so epoll_ctl is rarely called. */
+static unsigned interest_of(const struct side *s, const struct relay_buf *out)
+{
+    unsigned ev = 0;
+    if ((!s->eof && out->len < FRONT_BUF) || s->need_in)
+        ev |= EPOLLIN;
+    if (s->wr_blocked || s->need_out)
+        ev |= EPOLLOUT;
+    return ev;
+}
+
 static void pump(struct front *f, struct conn *c)
 {
-    unsigned ev_a, ev_b;
     for (;;) {
-        ev_a = ev_b = 0;
-        int p1 = move(c, &c->a, &c->b, &c->up, &ev_a, &ev_b);
-        int p2 = p1 < 0 ? -1 : move(c, &c->b, &c->a, &c->down, &ev_b, &ev_a);
+        int p1 = move(c, &c->a, &c->b, &c->up);
+        int p2 = p1 < 0 ? -1 : move(c, &c->b, &c->a, &c->down);
         if (p1 < 0 || p2 < 0) {
             conn_close(f, c);
             return;
@@ -477,8 +497,24 @@ static void pump(struct front *f, struct conn *c)
         if (!p1 && !p2)
             break;
     }
-    if (ep_set(f, &c->a, ev_a) < 0 || ep_set(f, &c->b, ev_b) < 0)
+    if (ep_set(f, &c->a, interest_of(&c->a, &c->up)) < 0 ||
+        ep_set(f, &c->b, interest_of(&c->b, &c->down)) < 0)
         conn_close(f, c);
+}
+
+/* What epoll reported for one side of a relaying connection. A TLS side may need to read
+ * to write and the reverse: any event lets it try both again. */
+static void note_event(struct conn *c, struct side *s, unsigned events)
+{
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+        s->rd_ok = 1;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        s->wr_blocked = 0;
+    if (s == &c->a && c->ssl) {
+        s->rd_ok = 1;
+        s->wr_blocked = 0;
+        s->need_in = s->need_out = 0;
+    }
 }
 
 /* ---- TLS -------------------------------------------------------------------------------- */
@@ -531,6 +567,7 @@ static void handshake(struct front *f, struct conn *c)
             return;
         }
         c->state = CS_RELAY;
+        c->a.rd_ok = c->b.rd_ok = 1;
         c->deadline_us = 0;
         pump(f, c);
         return;
@@ -620,6 +657,7 @@ static void dialled(struct front *f, struct conn *c)
     }
     log_msg(LOG_DEBUG, "CONNECT %s: tunnelled untouched (--no-intercept)", c->authority);
     c->state = CS_RELAY;
+    c->a.rd_ok = c->b.rd_ok = 1;
     c->deadline_us = 0;
     pump(f, c);
 }
@@ -805,7 +843,7 @@ static void on_event(struct front *f, struct side *s, unsigned events)
         handshake(f, c);
         break;
     case CS_RELAY:
-        (void)events;
+        note_event(c, s, events);
         pump(f, c);
         break;
     }
@@ -885,8 +923,7 @@ int front_start(struct front **out, const struct front_config *cfg, int listen_f
         goto fail;
     }
     SSL_CTX_set_min_proto_version(f->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(f->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                 SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(f->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_cert_cb(f->ctx, cert_cb, f);
     SSL_CTX_set_alpn_select_cb(f->ctx, alpn_cb, f);
     /* Resumed sessions skip the signature: a client reconnecting pays less. */

@@ -511,3 +511,21 @@ def test_real_claude_cli_recorded_then_replayed_offline(tmp_path, ca_dir, upstre
         assert p.returncode == 0 and replayed, p.stdout.decode()[-2000:] + rep.stderr_text()
     for k in ("result", "is_error", "subtype", "num_turns", "stop_reason"):
         assert replayed.get(k) == recorded.get(k), k
+
+
+def test_older_recording_opens_with_hosts_from_its_upstream(ca_dir):
+    """recordings/demo.sql is schema 3 (no hosts): its exchanges take their session's
+    --upstream, and replay both as a reverse proxy and as a proxy for that host."""
+    root = os.environ.get("APISIM_SOURCE_DIR",
+                          os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    dump = os.path.join(root, "recordings", "demo.sql")
+    assert "PRAGMA user_version=3;" in Path(dump).read_text().splitlines()[0]
+    items = json.loads(run_apisim("ls", "--db", dump, "--json").stdout)
+    assert items and {(i["scheme"], i["authority"]) for i in items} == \
+        {("http", "127.0.0.1:46099")}
+    path = [i for i in items if i["method"] == "GET"][0]["url"]
+    assert path.startswith("/")  # the session's own upstream: shown as before
+    with ApisimProcess(["replay", "--db", dump], env=env_ca(ca_dir)) as rep:
+        direct = curl(f"{rep.url}{path}")
+        st, body, p = proxy_curl(rep.url, f"http://127.0.0.1:46099{path}")
+        assert direct.status == 200 and (st, body) == (200, direct.body), p.stderr
