@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libmicrohttpd-dev
           libsqlite3-dev libcjson-dev zlib1g-dev sqlite3 curl python3 python3-pytest
-          python3-pip python3-setuptools python3-wheel openssl libssl-dev
+          python3-pip python3-setuptools python3-wheel openssl libssl-dev libgnutls28-dev
           nodejs npm "$@")
 missing=()
 for p in "${packages[@]}"; do

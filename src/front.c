@@ -3,10 +3,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,11 +30,22 @@
 #define FRONT_MAX_PENDING 4096 /* tunnels handed to the daemon and not yet claimed */
 #define FRONT_CONNECT_PREFIX "CONNECT "
 
+/* A leaf in GnuTLS's form, for the daemon that terminates TLS itself. GnuTLS does not take
+ * what the certificate callback returns: it lives until the front is freed. */
+struct tls_cred {
+    char *host;
+    gnutls_pcert_st pcert;
+};
+
+/* The one front of this process, for the GnuTLS certificate callback (it has no closure). */
+static struct front *the_front;
+
 enum conn_state {
     CS_PEEK,      /* waiting for the first bytes: CONNECT or not */
     CS_HEAD,      /* reading the CONNECT request head */
     CS_DIAL,      /* no-intercept: connecting to the host */
-    CS_HANDSHAKE, /* TLS handshake with the client */
+    CS_TLSWAIT,   /* 200 sent: waiting for the client's first TLS bytes */
+    CS_HANDSHAKE, /* TLS handshake with the client (the relay) */
     CS_RELAY,     /* relaying both ways */
 };
 
@@ -69,11 +83,6 @@ struct conn {
     struct conn *prev, *next;
 };
 
-struct pending {
-    int fd;
-    struct front_origin *origin;
-};
-
 struct front {
     struct front_config cfg;
     struct ca *ca; /* opened at the first CONNECT that needs it */
@@ -86,11 +95,15 @@ struct front {
     pthread_t thread;
     int running;
     atomic_int stop;
-    struct conn *conns;     /* every live connection */
-    struct conn *graveyard; /* closed during this batch of events, freed after it */
-    pthread_mutex_t mu;     /* pending */
-    struct pending pending[FRONT_MAX_PENDING];
-    size_t npending;
+    struct conn *conns;            /* every live connection */
+    struct conn *graveyard;        /* closed during this batch of events, freed after it */
+    struct MHD_Daemon *tls_daemon; /* terminates TLS itself (GnuTLS); NULL: relay */
+    pthread_mutex_t mu;            /* the registry and the TLS credentials */
+    struct front_origin *live[FRONT_MAX_PENDING]; /* tunnels the daemons hold */
+    size_t nlive;
+    struct tls_cred tls[CA_CACHE_MAX]; /* GnuTLS forms of the leaves, kept for the run */
+    size_t ntls;
+    gnutls_privkey_t tls_key; /* the leaves' key (the CA's leaf key), GnuTLS form */
 };
 
 /* ---- parsing ---------------------------------------------------------------------------- */
@@ -304,37 +317,58 @@ static int relay_bufs(struct conn *c)
     return 0;
 }
 
+/* Remember that socket fd, about to be given to a daemon, carries c's host. Returns the
+ * registered origin, or NULL (no memory, or too many tunnels). */
+static struct front_origin *register_origin(struct front *f, struct conn *c, int fd)
+{
+    struct front_origin *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    snprintf(o->scheme, sizeof o->scheme, "https");
+    snprintf(o->authority, sizeof o->authority, "%s", c->authority);
+    snprintf(o->host, sizeof o->host, "%s", c->host);
+    o->fd = fd;
+    pthread_mutex_lock(&f->mu);
+    int full = f->nlive == FRONT_MAX_PENDING;
+    if (!full)
+        f->live[f->nlive++] = o;
+    pthread_mutex_unlock(&f->mu);
+    if (full) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Forget o (without a word: the daemon never had it). */
+static void drop_origin(struct front *f, struct front_origin *o)
+{
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->nlive; i++)
+        if (f->live[i] == o) {
+            f->live[i] = f->live[--f->nlive];
+            break;
+        }
+    pthread_mutex_unlock(&f->mu);
+    free(o);
+}
+
 /* The plaintext end of a tunnel goes to the daemon, remembered as carrying c's host. */
 static int give_to_daemon(struct front *f, struct conn *c)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
-    struct front_origin *o = calloc(1, sizeof *o);
+    struct front_origin *o = register_origin(f, c, sv[1]);
     if (!o) {
         close(sv[0]);
         close(sv[1]);
         return -1;
     }
-    snprintf(o->scheme, sizeof o->scheme, "https");
-    snprintf(o->authority, sizeof o->authority, "%s", c->authority);
-    pthread_mutex_lock(&f->mu);
-    int full = f->npending == FRONT_MAX_PENDING;
-    if (!full) {
-        f->pending[f->npending].fd = sv[1];
-        f->pending[f->npending].origin = o;
-        f->npending++;
-    }
-    pthread_mutex_unlock(&f->mu);
-    if (full) {
-        free(o);
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
+    o->tls_started = 1; /* the relay did the handshake */
+    atomic_store(&o->requests, 1);
     if (MHD_add_connection(f->daemon, sv[1], (struct sockaddr *)&c->addr, c->addrlen) != MHD_YES) {
-        /* MHD closed sv[1]; forget it before the number is reused. */
-        free(front_claim(f, sv[1]));
+        drop_origin(f, o); /* MHD closed sv[1] */
         close(sv[0]);
         return -1;
     }
@@ -343,21 +377,155 @@ static int give_to_daemon(struct front *f, struct conn *c)
     return 0;
 }
 
+/* The client's TLS goes straight to the daemon that terminates it (GnuTLS, in the daemon's
+ * threads): no relay, no copy, no extra thread per request. */
+static void give_to_tls_daemon(struct front *f, struct conn *c)
+{
+    int fd = c->a.fd;
+    struct front_origin *o = register_origin(f, c, fd);
+    if (!o) {
+        conn_close(f, c);
+        return;
+    }
+    epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
+    c->a.fd = -1;
+    if (MHD_add_connection(f->tls_daemon, fd, (struct sockaddr *)&c->addr, c->addrlen) != MHD_YES) {
+        log_msg(LOG_WARN, "CONNECT %s: the server refused the tunnel: %s", c->authority,
+                strerror(errno));
+        drop_origin(f, o);
+    }
+    conn_close(f, c);
+}
+
 struct front_origin *front_claim(struct front *f, int fd)
 {
     struct front_origin *o = NULL;
     if (!f)
         return NULL;
     pthread_mutex_lock(&f->mu);
-    for (size_t i = 0; i < f->npending; i++) {
-        if (f->pending[i].fd == fd) {
-            o = f->pending[i].origin;
-            f->pending[i] = f->pending[--f->npending];
-            break;
-        }
-    }
+    for (size_t i = 0; i < f->nlive; i++)
+        if (f->live[i]->fd == fd && !f->live[i]->claimed)
+            o = f->live[i];
+    if (o)
+        o->claimed = 1;
     pthread_mutex_unlock(&f->mu);
     return o;
+}
+
+void front_release(struct front *f, struct front_origin *o)
+{
+    if (!f || !o)
+        return;
+    if (o->tls_started && atomic_load(&o->requests) == 0)
+        log_msg(LOG_WARN,
+                "CONNECT %s: the client closed the tunnel during or right after the TLS "
+                "handshake, without a request: it does not trust apisim's CA or pins the "
+                "certificate of %s; trust the CA (`apisim ca` prints it) or add "
+                "--no-intercept %s to tunnel it untouched",
+                o->authority, o->host, o->host);
+    drop_origin(f, o);
+}
+
+/* The GnuTLS form of host's leaf, made once. Returns it (owned by the front), or NULL. */
+static gnutls_pcert_st *tls_cred_for(struct front *f, const char *host)
+{
+    gnutls_pcert_st *out = NULL;
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    unsigned char *der = NULL;
+    char err[APISIM_ERR_LEN];
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->ntls; i++)
+        if (strcasecmp(f->tls[i].host, host) == 0) {
+            out = &f->tls[i].pcert;
+            goto out;
+        }
+    if (f->ntls == CA_CACHE_MAX) {
+        log_msg(LOG_ERROR, "CONNECT to %s: more than %d hosts in one run; restart apisim", host,
+                CA_CACHE_MAX);
+        goto out;
+    }
+    if (ca_leaf(f->ca, host, &x, &k, err) < 0) {
+        log_msg(LOG_ERROR, "CONNECT to %s: %s", host, err);
+        goto out;
+    }
+    if (!f->tls_key) {
+        /* One key for every leaf: GnuTLS reads it once, as PKCS#8 PEM. */
+        BIO *b = BIO_new(BIO_s_mem());
+        char *pem = NULL;
+        long n = b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) == 1
+                     ? BIO_get_mem_data(b, &pem)
+                     : 0;
+        gnutls_datum_t d = {(unsigned char *)pem, (unsigned)n};
+        if (n <= 0 || gnutls_privkey_init(&f->tls_key) < 0 ||
+            gnutls_privkey_import_x509_raw(f->tls_key, &d, GNUTLS_X509_FMT_PEM, NULL, 0) < 0) {
+            log_msg(LOG_ERROR, "CONNECT to %s: GnuTLS cannot read the leaf key", host);
+            if (f->tls_key)
+                gnutls_privkey_deinit(f->tls_key);
+            f->tls_key = NULL;
+            BIO_free(b);
+            goto out;
+        }
+        BIO_free(b);
+    }
+    int n = i2d_X509(x, &der);
+    gnutls_datum_t d = {der, n > 0 ? (unsigned)n : 0};
+    struct tls_cred *c = &f->tls[f->ntls];
+    if (n <= 0 || !(c->host = strdup(host)) ||
+        gnutls_pcert_import_x509_raw(&c->pcert, &d, GNUTLS_X509_FMT_DER, 0) < 0) {
+        log_msg(LOG_ERROR, "CONNECT to %s: GnuTLS cannot read the leaf certificate", host);
+        free(c->host);
+        c->host = NULL;
+        goto out;
+    }
+    f->ntls++;
+    out = &c->pcert;
+out:
+    pthread_mutex_unlock(&f->mu);
+    OPENSSL_free(der);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+int front_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                          const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                          gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                          gnutls_privkey_t *pkey)
+{
+    (void)req_ca_dn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    struct front *f = the_front;
+    char sni[256], host[256] = "";
+    size_t len = sizeof sni - 1;
+    unsigned type = 0;
+    if (!f)
+        return -1;
+    if (gnutls_server_name_get(session, sni, &len, &type, 0) == 0 && type == GNUTLS_NAME_DNS &&
+        len < sizeof sni) {
+        sni[len] = '\0';
+        if (ca_host_valid(sni))
+            snprintf(host, sizeof host, "%s", sni);
+    }
+    /* The tunnel it came through: its CONNECT host, when there is no usable SNI. */
+    int fd = gnutls_transport_get_int(session);
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->nlive; i++)
+        if (f->live[i]->fd == fd) {
+            f->live[i]->tls_started = 1;
+            if (!host[0])
+                snprintf(host, sizeof host, "%s", f->live[i]->host);
+        }
+    pthread_mutex_unlock(&f->mu);
+    gnutls_pcert_st *c = host[0] ? tls_cred_for(f, host) : NULL;
+    if (!c || !f->tls_key)
+        return -1;
+    *pcert = c;
+    *pcert_length = 1;
+    *pkey = f->tls_key;
+    return 0;
 }
 
 /* ---- relaying --------------------------------------------------------------------------- */
@@ -428,7 +596,7 @@ static int move(struct conn *c, struct side *from, struct side *to, struct relay
             /* Short read: drained (epoll says when more comes); TLS: one record at a time,
              * more may wait inside the library. */
             if (from == &c->a && c->ssl)
-                from->rd_ok = SSL_pending(c->ssl) > 0;
+                from->rd_ok = SSL_has_pending(c->ssl);
             else if ((size_t)r < room)
                 from->rd_ok = 0;
         } else if (r == 0) {
@@ -662,6 +830,9 @@ static void dialled(struct front *f, struct conn *c)
     pump(f, c);
 }
 
+static void on_tls_first_byte(struct front *f, struct conn *c);
+static void start_relay_tls(struct front *f, struct conn *c);
+
 static void on_connect_head(struct front *f, struct conn *c, const char *head)
 {
     /* "CONNECT host:port HTTP/1.1" */
@@ -723,18 +894,59 @@ static void on_connect_head(struct front *f, struct conn *c, const char *head)
                     ca_cert_path(f->ca));
     }
     static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-    if (send(c->a.fd, ok, sizeof ok - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof ok - 1) ||
-        !(c->ssl = SSL_new(f->ctx))) {
+    if (send(c->a.fd, ok, sizeof ok - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof ok - 1)) {
+        conn_close(f, c);
+        return;
+    }
+    int one = 1;
+    setsockopt(c->a.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (f->tls_daemon) {
+        /* The first byte says whether TLS follows, before the daemon takes the socket. */
+        c->state = CS_TLSWAIT;
+        on_tls_first_byte(f, c);
+        return;
+    }
+    start_relay_tls(f, c);
+}
+
+/* The OpenSSL relay: the front terminates TLS and relays plaintext to the daemon. */
+static void start_relay_tls(struct front *f, struct conn *c)
+{
+    if (!(c->ssl = SSL_new(f->ctx))) {
         conn_close(f, c);
         return;
     }
     SSL_set_app_data(c->ssl, c);
     SSL_set_fd(c->ssl, c->a.fd);
     SSL_set_accept_state(c->ssl);
-    int one = 1;
-    setsockopt(c->a.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->state = CS_HANDSHAKE;
     handshake(f, c);
+}
+
+/* After the 200: a TLS ClientHello starts with a handshake record (0x16). Anything else in
+ * the tunnel closes it, with a word in the log. */
+static void on_tls_first_byte(struct front *f, struct conn *c)
+{
+    unsigned char b;
+    ssize_t n = recv(c->a.fd, &b, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        if (ep_set(f, &c->a, EPOLLIN) < 0)
+            conn_close(f, c);
+        return;
+    }
+    if (n <= 0) {
+        conn_close(f, c);
+        return;
+    }
+    if (b != 0x16) {
+        log_msg(LOG_WARN,
+                "CONNECT %s: what the client sent inside the tunnel is not TLS (first byte "
+                "0x%02x); connection closed",
+                c->authority, b);
+        conn_close(f, c);
+        return;
+    }
+    give_to_tls_daemon(f, c);
 }
 
 /* Peek at what a new connection sends first. */
@@ -839,6 +1051,9 @@ static void on_event(struct front *f, struct side *s, unsigned events)
         if (s == &c->b)
             dialled(f, c);
         break;
+    case CS_TLSWAIT:
+        on_tls_first_byte(f, c);
+        break;
     case CS_HANDSHAKE:
         handshake(f, c);
         break;
@@ -892,7 +1107,8 @@ static void *front_main(void *arg)
 }
 
 int front_start(struct front **out, const struct front_config *cfg, int listen_fd,
-                struct MHD_Daemon *daemon, atomic_int *draining, char *err)
+                struct MHD_Daemon *daemon, struct MHD_Daemon *tls_daemon, atomic_int *draining,
+                char *err)
 {
     struct front *f = calloc(1, sizeof *f);
     if (!f) {
@@ -905,6 +1121,7 @@ int front_start(struct front **out, const struct front_config *cfg, int listen_f
         f->cfg.idle_timeout_us = 30 * 1000000LL;
     f->listen_fd = listen_fd;
     f->daemon = daemon;
+    f->tls_daemon = tls_daemon;
     f->draining = draining;
     f->epfd = epoll_create1(EPOLL_CLOEXEC);
     f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -925,6 +1142,7 @@ int front_start(struct front **out, const struct front_config *cfg, int listen_f
     SSL_CTX_set_min_proto_version(f->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(f->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_cert_cb(f->ctx, cert_cb, f);
+    SSL_CTX_set_read_ahead(f->ctx, 1); /* one read per burst of records, not two per record */
     SSL_CTX_set_alpn_select_cb(f->ctx, alpn_cb, f);
     /* Resumed sessions skip the signature: a client reconnecting pays less. */
     SSL_CTX_set_session_id_context(f->ctx, (const unsigned char *)"apisim", 6);
@@ -933,6 +1151,7 @@ int front_start(struct front **out, const struct front_config *cfg, int listen_f
         goto fail;
     }
     f->running = 1;
+    the_front = f;
     *out = f;
     return 0;
 fail:
@@ -958,8 +1177,16 @@ void front_free(struct front *f)
         f->graveyard = c->next;
         conn_free(c);
     }
-    for (size_t i = 0; i < f->npending; i++)
-        free(f->pending[i].origin);
+    if (the_front == f)
+        the_front = NULL;
+    for (size_t i = 0; i < f->nlive; i++)
+        free(f->live[i]);
+    for (size_t i = 0; i < f->ntls; i++) {
+        free(f->tls[i].host);
+        gnutls_pcert_deinit(&f->tls[i].pcert);
+    }
+    if (f->tls_key)
+        gnutls_privkey_deinit(f->tls_key);
     SSL_CTX_free(f->ctx);
     ca_free(f->ca);
     if (f->epfd >= 0)

@@ -23,6 +23,8 @@
 #ifndef APISIM_FRONT_H
 #define APISIM_FRONT_H
 
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <stdatomic.h>
 
@@ -31,10 +33,16 @@
 
 struct front;
 
-/* What a connection handed to the daemon through a tunnel was for (its socket context). */
+/* What a connection handed to a daemon through a tunnel was for (its socket context,
+ * from front_claim() to front_release()). */
 struct front_origin {
-    char scheme[8];      /* "https" */
-    char authority[262]; /* host:port from the CONNECT line */
+    char scheme[8];         /* "https" */
+    char authority[262];    /* from the CONNECT line: host, or host:port when not 443 */
+    char host[256];         /* the host alone (no brackets) */
+    int fd;                 /* the daemon's socket */
+    int claimed;            /* a daemon connection took it */
+    atomic_int tls_started; /* the TLS handshake reached the certificate */
+    atomic_int requests;    /* requests the server read from it (set by server.c) */
 };
 
 struct front_config {
@@ -55,16 +63,31 @@ int front_connect_to_check(const char *rule, char *err);
 int front_parse_authority(const char *authority, char *host, size_t host_len, unsigned *port);
 
 /* Start the loop on listen_fd (bound and listening; the front closes it at the end), for
- * daemon (started with MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC). New connections are closed
- * at once while *draining is set. cfg is copied; the strings it points to must outlive the
- * front. Returns 0 and *out, or -1 with err. */
+ * daemon (started with MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC), and tls_daemon: the same
+ * with MHD_USE_TLS and front_tls_certificate() as its certificate callback, which is given
+ * the tunnels' sockets as they are (the daemon's threads terminate TLS). With tls_daemon
+ * NULL (a libmicrohttpd without TLS) the front terminates TLS itself with OpenSSL and relays
+ * plaintext through a socketpair. New connections are closed at once while *draining is
+ * set. cfg is copied; the strings it points to must outlive the front. One front per
+ * process (the certificate callback has no closure). Returns 0 and *out, or -1 with err. */
 int front_start(struct front **out, const struct front_config *cfg, int listen_fd,
-                struct MHD_Daemon *daemon, atomic_int *draining, char *err);
+                struct MHD_Daemon *daemon, struct MHD_Daemon *tls_daemon, atomic_int *draining,
+                char *err);
 
-/* For the daemon's connection-start notification: the origin of the socket fd if the
- * front gave it from a tunnel (malloc'd, the caller frees it when the connection closes),
- * else NULL. */
+/* For a daemon's connection-start notification: the origin of the socket fd if the front
+ * gave it from a tunnel, else NULL. Owned by the front until front_release(). */
 struct front_origin *front_claim(struct front *f, int fd);
+
+/* For the connection-closed notification: forget o, logging the --no-intercept hint when
+ * its client left during the TLS handshake without a request. NULL does nothing. */
+void front_release(struct front *f, struct front_origin *o);
+
+/* The tls_daemon's certificate callback (gnutls_certificate_retrieve_function2): the leaf
+ * for the SNI name, else for the tunnel's CONNECT host. */
+int front_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                          const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                          gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                          gnutls_privkey_t *pkey);
 
 /* Stop the loop and close every connection the front still holds. NULL does nothing. */
 void front_free(struct front *f);

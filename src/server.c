@@ -30,7 +30,8 @@ struct timer_entry {
 
 struct server {
     struct MHD_Daemon *daemon;
-    struct front *front; /* NULL when the daemon listens itself */
+    struct front *front;           /* NULL when the daemon listens itself */
+    struct MHD_Daemon *tls_daemon; /* the front's TLS tunnels; NULL: none, or relayed */
     struct server_options opt;
     char url[1100];
 
@@ -470,8 +471,9 @@ static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const
         /* A request that came decrypted through a CONNECT tunnel: the tunnel's host. */
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        const struct front_origin *o = ci ? ci->socket_context : NULL;
+        struct front_origin *o = ci ? ci->socket_context : NULL;
         if (o) {
+            atomic_fetch_add(&o->requests, 1);
             ctx->scheme = strdup(o->scheme);
             ctx->authority = strdup(o->authority);
             if (!ctx->scheme || !ctx->authority)
@@ -546,7 +548,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         }
     } else {
         atomic_fetch_sub(&srv->connections, 1);
-        free(*socket_ctx);
+        front_release(srv->front, *socket_ctx);
         *socket_ctx = NULL;
     }
 }
@@ -841,18 +843,34 @@ int server_start(struct server **out, const struct server_options *opt, char *er
         {opt->front ? MHD_OPTION_END : MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_END, 0, NULL},
     };
-    srv->daemon = MHD_start_daemon(
-        flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
-        MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        mem,
-        /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only
-         * cuts connections past a margin above it. */
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-        MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads,
-        MHD_OPTION_END);
-    if (!srv->daemon) {
+    /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only cuts
+     * connections past a margin above it. */
+    struct MHD_OptionItem common[] = {
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, conn_limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+#define SERVER_CALLBACKS                                                                           \
+    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,     \
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,         \
+        on_connection, srv
+    srv->daemon =
+        MHD_start_daemon(flags, 0, accept_policy, srv, on_request, srv, SERVER_CALLBACKS,
+                         MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+    int tls_ok = MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES &&
+                 MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) == MHD_YES;
+    if (srv->daemon && opt->front && tls_ok)
+        /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
+         * own threads (GnuTLS), with a certificate minted for the tunnel's host. */
+        srv->tls_daemon =
+            MHD_start_daemon(flags | MHD_USE_TLS, 0, accept_policy, srv, on_request, srv,
+                             SERVER_CALLBACKS, MHD_OPTION_HTTPS_CERT_CALLBACK,
+                             front_tls_certificate, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+#undef SERVER_CALLBACKS
+    if (!srv->daemon || (opt->front && tls_ok && !srv->tls_daemon)) {
         if (lfd >= 0)
             close(lfd);
         snprintf(err, APISIM_ERR_LEN,
@@ -865,7 +883,8 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     if (opt->front) {
         int fd = lfd;
         lfd = -1; /* the front owns it now, even when it fails */
-        if (front_start(&srv->front, opt->front, fd, srv->daemon, &srv->draining, err) < 0) {
+        if (front_start(&srv->front, opt->front, fd, srv->daemon, srv->tls_daemon, &srv->draining,
+                        err) < 0) {
             server_free(srv);
             return -1;
         }
@@ -926,6 +945,8 @@ void server_free(struct server *srv)
     srv->front = NULL;
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
+    if (srv->tls_daemon)
+        MHD_stop_daemon(srv->tls_daemon);
     pthread_mutex_destroy(&srv->tmu);
     pthread_cond_destroy(&srv->tcond);
     free(srv->heap);
