@@ -104,13 +104,20 @@ def empty_db(tmp_path_factory):
     return db
 
 
+@pytest.fixture(params=["tls-daemon", "relay"])
+def tls_way(request):
+    """Both ways apisim terminates a tunnel's TLS: in libmicrohttpd's TLS daemon (the
+    default), and the front's own OpenSSL relay (a libmicrohttpd without TLS)."""
+    return request.param
+
+
 @pytest.fixture
 def ca_dir(tmp_path):
     return str(tmp_path / "ca")
 
 
-def env_ca(ca_dir):
-    return {"APISIM_CA_DIR": ca_dir}
+def env_ca(ca_dir, way="tls-daemon"):
+    return {"APISIM_CA_DIR": ca_dir, "APISIM_TLS_RELAY": "1" if way == "relay" else "0"}
 
 
 # ---------------------------------------------------------------- HTTP_PROXY
@@ -179,14 +186,15 @@ def test_origin_form_without_upstream_is_400_naming_both_fixes(tmp_path, ca_dir)
 
 # ---------------------------------------------------------------- HTTPS_PROXY
 
-def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upstream_cert):
+def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upstream_cert,
+                                                          tls_way):
     db = str(tmp_path / "rec.db")
     cert, key = upstream_cert
     up = tls_upstream(cert, key).start()
     try:
         args = ["record", "--db", db, "--connect-to", f"{NAME}:443:127.0.0.1:{up.port}",
                 "--upstream-cacert", cert]
-        with ApisimProcess(args, env=env_ca(ca_dir)) as rec:
+        with ApisimProcess(args, env=env_ca(ca_dir, tls_way)) as rec:
             ca_pem = os.path.join(ca_dir, "ca.pem")
             # Two requests over one kept-alive tunnel.
             st, body, p = proxy_curl(rec.url, f"https://{NAME}/echo?n=1", "--cacert", ca_pem,
@@ -207,7 +215,7 @@ def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upst
     assert stat.S_IMODE(os.stat(os.path.join(ca_dir, "ca-key.pem")).st_mode) == 0o600
 
     # Replay: no upstream, the same CA, the same answers.
-    with ApisimProcess(["replay", "--db", db], env=env_ca(ca_dir)) as rep:
+    with ApisimProcess(["replay", "--db", db], env=env_ca(ca_dir, tls_way)) as rep:
         st, rbody, p = proxy_curl(rep.url, f"https://{NAME}/echo?n=1", "--cacert",
                                   os.path.join(ca_dir, "ca.pem"))
         assert (st, rbody) == (200, body), p.stderr
@@ -219,9 +227,9 @@ def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upst
     assert sorted(os.listdir(ca_dir)) == ["ca-key.pem", "ca.pem"]
 
 
-def test_leaves_share_the_issuer_and_name_their_host(empty_db, ca_dir):
+def test_leaves_share_the_issuer_and_name_their_host(empty_db, ca_dir, tls_way):
     with ApisimProcess(["replay", "--db", empty_db],
-                       env=env_ca(ca_dir)) as rep:
+                       env=env_ca(ca_dir, tls_way)) as rep:
         certs = {}
         for host in (NAME, OTHER, "127.0.0.1"):
             s, head = connect(rep.port, f"{host}:443")
@@ -304,8 +312,8 @@ def test_malformed_connect_target_is_400(empty_db, ca_dir, target):
         assert curl(f"{rep.url}/__apisim/health").status == 200  # still serving
 
 
-def test_non_tls_inside_tunnel_closes_that_connection_only(empty_db, ca_dir):
-    with ApisimProcess(["replay", "--db", empty_db], env=env_ca(ca_dir)) as rep:
+def test_non_tls_inside_tunnel_closes_that_connection_only(empty_db, ca_dir, tls_way):
+    with ApisimProcess(["replay", "--db", empty_db], env=env_ca(ca_dir, tls_way)) as rep:
         keep = socket.create_connection(("127.0.0.1", rep.port), timeout=5)
         s, head = connect(rep.port, f"{NAME}:443")
         assert head.startswith("HTTP/1.1 200 ")
@@ -320,8 +328,8 @@ def test_non_tls_inside_tunnel_closes_that_connection_only(empty_db, ca_dir):
         assert f"CONNECT {NAME}" in rep.stderr_text()
 
 
-def test_client_rejecting_the_certificate_is_logged_with_the_hint(empty_db, ca_dir):
-    with ApisimProcess(["replay", "--db", empty_db], env=env_ca(ca_dir)) as rep:
+def test_client_rejecting_the_certificate_is_logged_with_the_hint(empty_db, ca_dir, tls_way):
+    with ApisimProcess(["replay", "--db", empty_db], env=env_ca(ca_dir, tls_way)) as rep:
         s, head = connect(rep.port, f"{NAME}:443")
         assert head.startswith("HTTP/1.1 200 ")
         ctx = ssl.create_default_context()  # does not trust apisim's CA (as a pinned client)
