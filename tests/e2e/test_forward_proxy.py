@@ -203,7 +203,8 @@ def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upst
             assert json.loads(body)["headers"]["host"] == NAME
             st2, body2, p = proxy_curl(rec.url, f"https://{NAME}/json", "--cacert", ca_pem)
             assert st2 == 200, p.stderr
-            rec.stop()
+            res = rec.stop()
+            assert res.rc == 0, res.stderr  # a clean stop (and no sanitizer report)
     finally:
         up.stop()
     rows = query_db(db, "SELECT scheme, authority, path, request_headers FROM exchanges "
@@ -223,6 +224,8 @@ def test_https_connect_record_replay_with_curl_and_the_ca(tmp_path, ca_dir, upst
         st, mbody, _ = proxy_curl(rep.url, f"https://{OTHER}/echo?n=1", "--cacert",
                                   os.path.join(ca_dir, "ca.pem"))
         assert st == 404 and json.loads(mbody)["request"]["authority"] == OTHER
+        res = rep.stop()
+        assert res.rc == 0, res.stderr
     assert sha256(os.path.join(ca_dir, "ca.pem")) == ca_hash  # made once, reused
     assert sorted(os.listdir(ca_dir)) == ["ca-key.pem", "ca.pem"]
 
@@ -326,6 +329,8 @@ def test_non_tls_inside_tunnel_closes_that_connection_only(empty_db, ca_dir, tls
         assert read_all(keep).startswith(b"HTTP/1.1 200 ")
         keep.close()
         assert f"CONNECT {NAME}" in rep.stderr_text()
+        res = rep.stop()
+        assert res.rc == 0, res.stderr
 
 
 def test_client_rejecting_the_certificate_is_logged_with_the_hint(empty_db, ca_dir, tls_way):
@@ -340,6 +345,8 @@ def test_client_rejecting_the_certificate_is_logged_with_the_hint(empty_db, ca_d
         log = rep.stderr_text()
         assert f"CONNECT {NAME}" in log and f"--no-intercept {NAME}" in log
         assert curl(f"{rep.url}/__apisim/health").status == 200
+        res = rep.stop()
+        assert res.rc == 0, res.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
