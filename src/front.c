@@ -1,8 +1,9 @@
+/* accept4(): the accepted socket is nonblocking in one call, not three. */
+#define _GNU_SOURCE
 #include "front.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <netdb.h>
@@ -387,7 +388,8 @@ static void give_to_tls_daemon(struct front *f, struct conn *c)
         conn_close(f, c);
         return;
     }
-    epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
+    if (c->a.interest != (unsigned)-1)
+        epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
     c->a.fd = -1;
     if (MHD_add_connection(f->tls_daemon, fd, (struct sockaddr *)&c->addr, c->addrlen) != MHD_YES) {
         log_msg(LOG_WARN, "CONNECT %s: the server refused the tunnel: %s", c->authority,
@@ -950,13 +952,22 @@ static void on_tls_first_byte(struct front *f, struct conn *c)
 }
 
 /* Peek at what a new connection sends first. */
+/* Nothing (more) to peek at yet: wait for it in epoll. */
+static void wait_more(struct front *f, struct conn *c)
+{
+    if (ep_set(f, &c->a, EPOLLIN) < 0)
+        conn_close(f, c);
+}
+
 static void on_peek(struct front *f, struct conn *c)
 {
     char p[FRONT_HEAD_MAX + 1];
     size_t want_n = c->state == CS_PEEK ? sizeof FRONT_CONNECT_PREFIX - 1 : FRONT_HEAD_MAX;
     ssize_t n = recv(c->a.fd, p, want_n, MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        wait_more(f, c);
         return;
+    }
     if (n <= 0) {
         conn_close(f, c);
         return;
@@ -966,7 +977,8 @@ static void on_peek(struct front *f, struct conn *c)
         if (memcmp(p, FRONT_CONNECT_PREFIX, m) != 0) {
             /* Plain HTTP: the daemon takes the socket with its bytes still unread. */
             int fd = c->a.fd;
-            epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
+            if (c->a.interest != (unsigned)-1)
+                epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
             c->a.fd = -1;
             if (MHD_add_connection(f->daemon, fd, (struct sockaddr *)&c->addr, c->addrlen) !=
                 MHD_YES)
@@ -974,12 +986,16 @@ static void on_peek(struct front *f, struct conn *c)
             conn_close(f, c);
             return;
         }
-        if (m < sizeof FRONT_CONNECT_PREFIX - 1)
-            return; /* "CONN" so far: wait for the rest */
+        if (m < sizeof FRONT_CONNECT_PREFIX - 1) {
+            wait_more(f, c); /* "CONN" so far: wait for the rest */
+            return;
+        }
         c->state = CS_HEAD;
         n = recv(c->a.fd, p, FRONT_HEAD_MAX, MSG_PEEK);
-        if (n <= 0)
+        if (n <= 0) {
+            wait_more(f, c);
             return;
+        }
     }
     p[n] = '\0';
     char *end = strstr(p, "\r\n\r\n");
@@ -987,6 +1003,8 @@ static void on_peek(struct front *f, struct conn *c)
         if (n >= FRONT_HEAD_MAX)
             answer_close(f, c, 431, "Request Header Fields Too Large",
                          "CONNECT request head larger than 8 KiB");
+        else
+            wait_more(f, c);
         return;
     }
     size_t head_len = (size_t)(end - p) + 4;
@@ -1004,14 +1022,14 @@ static void on_accept(struct front *f)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage addr;
         socklen_t alen = sizeof addr;
-        int fd = accept(f->listen_fd, (struct sockaddr *)&addr, &alen);
+        int fd =
+            accept4(f->listen_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 log_msg(LOG_WARN, "accept: %s", strerror(errno));
             return;
         }
-        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
-            atomic_load(f->draining)) {
+        if (atomic_load(f->draining)) {
             close(fd); /* stopping: as the accept policy does for the daemon */
             continue;
         }
@@ -1032,8 +1050,8 @@ static void on_accept(struct front *f)
         if (f->conns)
             f->conns->prev = c;
         f->conns = c;
-        if (ep_set(f, &c->a, EPOLLIN) < 0)
-            conn_close(f, c);
+        /* The request often came with the handshake's last ACK: look before waiting. */
+        on_peek(f, c);
     }
 }
 
