@@ -8,6 +8,8 @@
 # proxied request finds it; a plain one matches any host). bench/connect.c then sends, one
 # after the other, on one connection each:
 #   plain    N requests straight to `apisim replay` (http, kept alive)
+#   plain-fresh  M requests straight to it, each on a new connection (what the front, which
+#            accepts every connection and hands plain HTTP to the daemon, costs per connection)
 #   tunnel   N requests through one kept-alive CONNECT tunnel (one handshake, then HTTP/1.1
 #            inside TLS), trusting apisim's CA
 #   fresh    M requests, each on a new connection: CONNECT + a full TLS handshake + 1 request
@@ -83,10 +85,12 @@ run() {
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-for kind in plain tunnel fresh; do : >"$T/$kind.wall"; : >"$T/$kind.cpu"; done
+for kind in plain plain-fresh tunnel fresh; do : >"$T/$kind.wall"; : >"$T/$kind.cpu"; done
 for ((r = 0; r < ROUNDS; r++)); do # interleaved, so all see the same background load
     read -r w c <<<"$(run plain "$N" "$RURL/bench" "$N")"
     echo "$w" >>"$T/plain.wall"; echo "$c" >>"$T/plain.cpu"
+    read -r w c <<<"$(run plain-fresh "$FRESH" "$RURL/bench" "$FRESH" --fresh)"
+    echo "$w" >>"$T/plain-fresh.wall"; echo "$c" >>"$T/plain-fresh.cpu"
     read -r w c <<<"$(run tunnel "$N" https://bench.test/bench "$N" --proxy "$RURL" --cacert "$CA")"
     echo "$w" >>"$T/tunnel.wall"; echo "$c" >>"$T/tunnel.cpu"
     read -r w c <<<"$(run fresh "$FRESH" https://bench.test/bench "$FRESH" --proxy "$RURL" \
@@ -97,11 +101,11 @@ stop "$RP"
 
 echo "apisim bench connect: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores," \
     "load average $(cut -d' ' -f1-3 /proc/loadavg); median of $ROUNDS rounds"
-printf '%-8s %10s %14s %14s\n' kind requests wall_us/req server_cpu_us/req
-for kind in plain tunnel fresh; do
+printf '%-12s %10s %14s %18s\n' kind requests wall_us/req server_cpu_us/req
+for kind in plain plain-fresh tunnel fresh; do
     n=$N
-    [ "$kind" = fresh ] && n=$FRESH
-    printf '%-8s %10s %14s %14s\n' "$kind" "$n" "$(median <"$T/$kind.wall")" \
+    case $kind in *fresh) n=$FRESH ;; esac
+    printf '%-12s %10s %14s %18s\n' "$kind" "$n" "$(median <"$T/$kind.wall")" \
         "$(median <"$T/$kind.cpu")"
 done
 pw=$(median <"$T/plain.wall") pc=$(median <"$T/plain.cpu")
