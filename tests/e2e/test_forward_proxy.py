@@ -165,6 +165,9 @@ def test_absolute_form_two_hosts_same_path_replay_their_own(tmp_path, ca_dir):
         sorted(urls.values())
     har = json.loads(run_apisim("export", "--db", db, "--format", "har").stdout)
     assert sorted(e["request"]["url"] for e in har["log"]["entries"]) == sorted(urls.values())
+    first = ls[0]
+    show = run_apisim("show", "--db", db, str(first["id"])).stdout
+    assert f"* url {first['url']}" in show
     jsonl = [json.loads(ln) for ln in
              run_apisim("export", "--db", db, "--format", "jsonl").stdout.splitlines()]
     assert {j["authority"] for j in jsonl} == {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}
