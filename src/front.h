@@ -6,10 +6,13 @@
  * per connection): it accepts, peeks at the first bytes of each new connection and
  *   - hands anything that is not CONNECT to the daemon untouched (MHD_add_connection),
  *     so plain HTTP costs one peek per connection and nothing per request;
- *   - answers `CONNECT host:port` with 200, terminates the tunnel's TLS with a leaf
- *     certificate from the CA (chosen by SNI, else the CONNECT host), and relays the
- *     plaintext to the daemon through a socketpair, remembering which host that socketpair
- *     carries (front_claim()), so decrypted requests take the same path as any other;
+ *   - answers `CONNECT host:port` with 200 and, once the client's first byte shows TLS,
+ *     gives its socket as it is to a second daemon that terminates TLS (libmicrohttpd's
+ *     GnuTLS) with a leaf certificate from the CA, chosen by SNI, else the CONNECT host
+ *     (front_tls_certificate()); the front remembers which host each socket carries
+ *     (front_claim()), so decrypted requests take the same path as any other. Without that
+ *     daemon (a libmicrohttpd without TLS, or APISIM_TLS_RELAY=1) the front terminates TLS
+ *     itself with OpenSSL and relays the plaintext to the daemon through a socketpair;
  *   - for a host in no_intercept: tunnels the bytes untouched to the host (record), or
  *     answers 502 (replay: no network);
  *   - answers a malformed CONNECT target 400, and closes only the connection whose tunnel
@@ -17,8 +20,9 @@
  *     certificate, or a CA it does not trust) is logged with the host and the
  *     --no-intercept hint.
  *
- * Threads: front_claim() is called from the daemon's threads; everything else runs on the
- * front's own thread between front_start() and front_free().
+ * Threads: front_claim(), front_release() and front_tls_certificate() are called from the
+ * daemons' threads (a mutex guards what they share); everything else runs on the front's
+ * own thread between front_start() and front_free().
  */
 #ifndef APISIM_FRONT_H
 #define APISIM_FRONT_H

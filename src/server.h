@@ -8,6 +8,12 @@
  * Threading: replay and mock use an internal thread pool (handlers never block); record
  * uses a thread per connection because forwarding blocks on the upstream.
  *
+ * Forward proxy (record, replay: options.front): the front (front.h) owns the listening
+ * socket and hands connections to the daemon; CONNECT tunnels go to a second daemon that
+ * terminates their TLS. A request learns the host it is for from an absolute-form target
+ * ("GET http://host/path") or from its tunnel (the connection's socket context), as
+ * server_request.scheme/authority.
+ *
  * A handler fills a struct server_response; the server queues it (after its delay, paced
  * by its chunks when given) and frees it.
  */
