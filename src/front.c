@@ -1177,7 +1177,7 @@ fail:
     return -1;
 }
 
-void front_free(struct front *f)
+void front_stop(struct front *f)
 {
     if (!f)
         return;
@@ -1187,6 +1187,7 @@ void front_free(struct front *f)
         ssize_t w = write(f->wake_fd, &one, sizeof one);
         (void)w;
         pthread_join(f->thread, NULL);
+        f->running = 0;
     }
     while (f->conns)
         conn_close(f, f->conns);
@@ -1195,6 +1196,16 @@ void front_free(struct front *f)
         f->graveyard = c->next;
         conn_free(c);
     }
+    if (f->listen_fd >= 0)
+        close(f->listen_fd);
+    f->listen_fd = -1;
+}
+
+void front_free(struct front *f)
+{
+    if (!f)
+        return;
+    front_stop(f);
     if (the_front == f)
         the_front = NULL;
     for (size_t i = 0; i < f->nlive; i++)
@@ -1211,8 +1222,6 @@ void front_free(struct front *f)
         close(f->epfd);
     if (f->wake_fd >= 0)
         close(f->wake_fd);
-    if (f->listen_fd >= 0)
-        close(f->listen_fd);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }

@@ -93,7 +93,13 @@ int front_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca
                           gnutls_pcert_st **pcert, unsigned int *pcert_length,
                           gnutls_privkey_t *pkey);
 
-/* Stop the loop and close every connection the front still holds. NULL does nothing. */
+/* Stop the loop and close the listening socket and every connection the front still holds
+ * (tunnels the daemons serve stay theirs). front_claim() and front_release() keep working
+ * until front_free(), so the daemons are stopped between the two. NULL does nothing. */
+void front_stop(struct front *f);
+
+/* front_stop() if not done, then free everything. Call it after the daemons have stopped
+ * (their connection notifications call front_release()). NULL does nothing. */
 void front_free(struct front *f);
 
 #endif

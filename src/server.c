@@ -945,12 +945,15 @@ void server_free(struct server *srv)
         pthread_mutex_unlock(&srv->tmu);
         pthread_join(srv->timer_thread, NULL);
     }
-    front_free(srv->front); /* no new connections, tunnels closed, before the daemon goes */
-    srv->front = NULL;
+    /* No new connections and the relays closed; the daemons' last notifications still
+     * reach the front, which goes after them. */
+    front_stop(srv->front);
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
     if (srv->tls_daemon)
         MHD_stop_daemon(srv->tls_daemon);
+    front_free(srv->front);
+    srv->front = NULL;
     pthread_mutex_destroy(&srv->tmu);
     pthread_cond_destroy(&srv->tcond);
     free(srv->heap);

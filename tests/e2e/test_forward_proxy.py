@@ -547,3 +547,23 @@ def test_older_recording_opens_with_hosts_from_its_upstream(ca_dir):
         direct = curl(f"{rep.url}{path}")
         st, body, p = proxy_curl(rep.url, f"http://127.0.0.1:46099{path}")
         assert direct.status == 200 and (st, body) == (200, direct.body), p.stderr
+
+
+def test_stop_with_tunnels_open_is_clean(empty_db, ca_dir, tls_way):
+    """SIGTERM while tunnels are open (one serving, one mid-CONNECT, one half a CONNECT line)
+    and a plain connection idles: exit 0 (a use-after-free here once aborted ASan builds)."""
+    with ApisimProcess(["replay", "--db", empty_db], env=env_ca(ca_dir, tls_way)) as rep:
+        s, head = connect(rep.port, f"{NAME}:443")
+        assert head.startswith("HTTP/1.1 200 ")
+        ctx = ssl.create_default_context(cafile=os.path.join(ca_dir, "ca.pem"))
+        t = ctx.wrap_socket(s, server_hostname=NAME)
+        t.sendall(b"GET /x HTTP/1.1\r\nHost: " + NAME.encode() + b"\r\n\r\n")
+        assert t.recv(100).startswith(b"HTTP/1.1 404 ")
+        others = [socket.create_connection(("127.0.0.1", rep.port)) for _ in range(3)]
+        others[1].sendall(f"CONNECT {OTHER}:443 HTTP/1.1\r\n\r\n".encode())
+        others[2].sendall(b"CONN")
+        wait_until(lambda: others[1].recv(100, socket.MSG_PEEK), what="the 200 to the CONNECT")
+        res = rep.stop()
+        assert res.rc == 0, res.stderr
+        for o in [t, *others]:
+            o.close()
