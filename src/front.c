@@ -28,7 +28,10 @@
 #define FRONT_BUF (32 * 1024)  /* relay buffer, each way */
 #define FRONT_EVENTS 128       /* epoll events taken per wait */
 #define FRONT_SWEEP_MS 1000    /* how often idle connections are looked for */
-#define FRONT_MAX_PENDING 4096 /* tunnels handed to the daemon and not yet claimed */
+#define FRONT_MAX_PENDING 4096 /* tunnels the daemons hold at once */
+/* Hosts whose leaf GnuTLS holds: what the certificate callback returns must outlive every
+ * session using it, and GnuTLS never says when that ends, so these are kept for the run. */
+#define FRONT_TLS_HOSTS 4096
 #define FRONT_CONNECT_PREFIX "CONNECT "
 
 /* A leaf in GnuTLS's form, for the daemon that terminates TLS itself. GnuTLS does not take
@@ -102,7 +105,7 @@ struct front {
     pthread_mutex_t mu;            /* the registry and the TLS credentials */
     struct front_origin *live[FRONT_MAX_PENDING]; /* tunnels the daemons hold */
     size_t nlive;
-    struct tls_cred tls[CA_CACHE_MAX]; /* GnuTLS forms of the leaves, kept for the run */
+    struct tls_cred tls[FRONT_TLS_HOSTS]; /* GnuTLS forms of the leaves, kept for the run */
     size_t ntls;
     gnutls_privkey_t tls_key; /* the leaves' key (the CA's leaf key), GnuTLS form */
 };
@@ -442,9 +445,9 @@ static gnutls_pcert_st *tls_cred_for(struct front *f, const char *host)
             out = &f->tls[i].pcert;
             goto out;
         }
-    if (f->ntls == CA_CACHE_MAX) {
+    if (f->ntls == FRONT_TLS_HOSTS) {
         log_msg(LOG_ERROR, "CONNECT to %s: more than %d hosts in one run; restart apisim", host,
-                CA_CACHE_MAX);
+                FRONT_TLS_HOSTS);
         goto out;
     }
     if (ca_leaf(f->ca, host, &x, &k, err) < 0) {
