@@ -12,6 +12,8 @@ void exchange_free(struct exchange *ex)
     free(ex->method);
     free(ex->path);
     free(ex->query);
+    free(ex->scheme);
+    free(ex->authority);
     headers_free(&ex->request_headers);
     free(ex->request_body);
     free(ex->match_key);

@@ -25,6 +25,8 @@ struct exchange {
     char *method;       /* "GET", ... */
     char *path;         /* as received, without the query, e.g. "/v1/messages" */
     char *query;        /* raw query string without '?', "" when none */
+    char *scheme;       /* "http" or "https" the request was for; NULL when unknown (old) */
+    char *authority;    /* its "host[:port]" (reverse mode: the upstream's); NULL when unknown */
     struct headers request_headers;
     unsigned char *request_body;
     size_t request_body_len;

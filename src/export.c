@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "har.h"
@@ -295,6 +296,19 @@ static int out_close(struct out *o, int failed, char *err)
 
 /* ---------------------------------------------------------------- ls */
 
+/* 1 when scheme://authority is the origin of upstream (the session's --upstream URL). */
+static int origin_is_upstream(const char *scheme, const char *authority, const char *upstream)
+{
+    if (!upstream || !authority)
+        return 0;
+    size_t sl = scheme ? strlen(scheme) : 4, al = strlen(authority);
+    const char *u = upstream;
+    if (strncasecmp(u, scheme ? scheme : "http", sl) != 0 || strncmp(u + sl, "://", 3) != 0)
+        return 0;
+    u += sl + 3;
+    return strncasecmp(u, authority, al) == 0 && (u[al] == '\0' || u[al] == '/');
+}
+
 int ls_main(int argc, char **argv)
 {
     struct opts o;
@@ -315,8 +329,10 @@ int ls_main(int argc, char **argv)
     if (sqlite3_prepare_v2(db,
                            "SELECT id, session, seq, source, started_at, method, path, query, "
                            "status, coalesce(length(CAST(response_body AS BLOB)), 0), ttfb_us, "
-                           "duration_us, complete, error FROM exchanges "
-                           "WHERE (?1 IS NULL OR session = ?1) ORDER BY id",
+                           "duration_us, complete, error, scheme, authority, "
+                           /* Relative URLs for what came from the session's --upstream. */
+                           "(SELECT s.upstream FROM sessions AS s WHERE s.name = session) "
+                           "FROM exchanges WHERE (?1 IS NULL OR session = ?1) ORDER BY id",
                            -1, &s, NULL) != SQLITE_OK)
         goto dberr;
     if (o.session)
@@ -331,7 +347,13 @@ int ls_main(int argc, char **argv)
         const char *path = (const char *)sqlite3_column_text(s, 6);
         const char *query = (const char *)sqlite3_column_text(s, 7);
         double ttfb_ms = (double)sqlite3_column_int64(s, 10) / 1000.0;
+        const char *scheme = (const char *)sqlite3_column_text(s, 14);
+        const char *authority = (const char *)sqlite3_column_text(s, 15);
+        const char *upstream = (const char *)sqlite3_column_text(s, 16);
         line.len = 0;
+        if (authority && !origin_is_upstream(scheme, authority, upstream) &&
+            buf_printf(&line, "%s://%s", scheme ? scheme : "http", authority) < 0)
+            goto oom;
         if (buf_printf(&line, "%s%s%s", path ? path : "", query && *query ? "?" : "",
                        query ? query : "") < 0)
             goto oom;
@@ -353,6 +375,10 @@ int ls_main(int argc, char **argv)
             cJSON_AddStringToObject(j, "path", path ? path : "") &&
             cJSON_AddStringToObject(j, "query", query ? query : "") &&
             cJSON_AddStringToObject(j, "url", line.p) &&
+            (scheme ? cJSON_AddStringToObject(j, "scheme", scheme) != NULL
+                    : cJSON_AddNullToObject(j, "scheme") != NULL) &&
+            (authority ? cJSON_AddStringToObject(j, "authority", authority) != NULL
+                       : cJSON_AddNullToObject(j, "authority") != NULL) &&
             cJSON_AddNumberToObject(j, "status", sqlite3_column_int(s, 8)) &&
             cJSON_AddNumberToObject(j, "bytes", (double)sqlite3_column_int64(s, 9)) &&
             cJSON_AddNumberToObject(j, "ttfb_ms", ttfb_ms) &&
@@ -490,6 +516,9 @@ int show_main(int argc, char **argv)
         printf("* incomplete: the client or upstream went away before the end\n");
     if (ex->response_encoding)
         printf("* response body stored decoded from %s\n", ex->response_encoding);
+    if (ex->authority)
+        printf("* url %s://%s%s%s%s\n", ex->scheme ? ex->scheme : "http", ex->authority, ex->path,
+               *ex->query ? "?" : "", ex->query);
     printf("> %s %s%s%s HTTP/1.1\n", ex->method, ex->path, *ex->query ? "?" : "", ex->query);
     show_headers(stdout, '>', &ex->request_headers);
     fputc('\n', stdout);
@@ -555,7 +584,15 @@ static int write_har_entry(struct exchange *ex, void *ctx, char *err)
     struct export_ctx *c = ctx;
     if (origin_of(c, ex->session, err) < 0)
         return -1;
-    cJSON *e = har_entry_from_exchange(ex, c->origin);
+    /* Each exchange's own host; the session's --upstream when it is that host (it may
+     * carry a path prefix the exchange's path goes under). */
+    char own[600];
+    const char *origin = c->origin;
+    if (ex->authority && !origin_is_upstream(ex->scheme, ex->authority, c->origin)) {
+        snprintf(own, sizeof own, "%s://%.500s", ex->scheme ? ex->scheme : "http", ex->authority);
+        origin = own;
+    }
+    cJSON *e = har_entry_from_exchange(ex, origin);
     char *text = e ? cJSON_PrintUnformatted(e) : NULL;
     cJSON_Delete(e);
     if (!text) {

@@ -661,7 +661,16 @@ static int url_in(const char *url, struct exchange *ex, char *err)
     const char *scheme_end = strstr(url, "://");
     if (scheme_end && strcspn(url, "/?#") > (size_t)(scheme_end - url)) {
         p = scheme_end + 3;
-        p += strcspn(p, "/?#");
+        size_t alen = strcspn(p, "/?#");
+        /* The host it was for: a recording holds many (apisim as a forward proxy). */
+        if (alen > 0 && alen <= 255) {
+            ex->scheme = xstrndup(url, (size_t)(scheme_end - url));
+            ex->authority = xstrndup(p, alen);
+            for (char *c = ex->scheme; c && *c; c++)
+                if (*c >= 'A' && *c <= 'Z')
+                    *c = (char)(*c - 'A' + 'a');
+        }
+        p += alen;
     } else if (url[0] != '/') {
         snprintf(err, APISIM_ERR_LEN, "request.url \"%.200s\" is not an absolute URL", url);
         return -1;
@@ -1127,7 +1136,8 @@ cJSON *har_jsonl_from_exchange(const struct exchange *ex)
         add_num(o, "seq", (double)ex->seq) < 0 ||
         add_str(o, "source", ex->source ? ex->source : "record") < 0 ||
         add_str(o, "started_at", started) < 0 || add_str(o, "method", ex->method) < 0 ||
-        add_str(o, "path", ex->path) < 0 || add_str(o, "query", ex->query) < 0)
+        add_str(o, "path", ex->path) < 0 || add_str(o, "query", ex->query) < 0 ||
+        add_opt_str(o, "scheme", ex->scheme) < 0 || add_opt_str(o, "authority", ex->authority) < 0)
         goto fail;
     if (!(item = pairs_out(&ex->request_headers)) ||
         !cJSON_AddItemToObject(o, "request_headers", item))
@@ -1274,6 +1284,13 @@ int har_jsonl_to_exchange(const cJSON *obj, const struct har_limits *lim, struct
         FAIL("query is longer than %d bytes or holds a space or line break", HAR_MAX_URL);
     if (!(ex->query = xstrndup(s ? s : "", s ? strlen(s) : 0)))
         FAIL("out of memory");
+    if (dup_opt(obj, "scheme", &ex->scheme, err) < 0 ||
+        dup_opt(obj, "authority", &ex->authority, err) < 0)
+        goto out;
+    if (ex->scheme && strcmp(ex->scheme, "http") != 0 && strcmp(ex->scheme, "https") != 0)
+        FAIL("scheme \"%.32s\" is not http or https", ex->scheme);
+    if (ex->authority && (strlen(ex->authority) > 255 || strpbrk(ex->authority, " \t\r\n/?#@")))
+        FAIL("authority \"%.64s\" is not host[:port]", ex->authority);
     if (pairs_in(member(obj, "request_headers"), "request_headers", &ex->request_headers, err) <
             0 ||
         body_field_in(obj, "request_body", max, &ex->request_body, &ex->request_body_len, err) <

@@ -8,11 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "admin.h"
+#include "ca.h"
 #include "claude.h"
 #include "config.h"
 #include "export.h"
+#include "front.h"
 #include "jsonptr.h"
 #include "log.h"
 #include "proxy.h"
@@ -50,6 +53,12 @@ struct options {
     const char *journal_max;
     const char *client_timeout;
     const char *faults;
+    const char *ca_dir;
+    const char *upstream_cacert;
+    char *no_intercept[65]; /* NULL-terminated, from --no-intercept lists */
+    size_t nno_intercept;
+    char *connect_to[33]; /* NULL-terminated */
+    size_t nconnect_to;
     int strict;
     int insecure;
     int verbose;
@@ -85,6 +94,52 @@ static int add_redact_json(struct options *o, const char *v, char *err)
     return redact_add_json(&o->cfg.redact, v);
 }
 
+static int add_no_intercept(struct options *o, const char *v, char *err)
+{
+    const char *p = v;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char host[256];
+        if (n == 0 || n >= sizeof host) {
+            snprintf(err, APISIM_ERR_LEN, "\"%.200s\": expected HOST[,HOST...]", v);
+            return -1;
+        }
+        memcpy(host, p, n);
+        host[n] = '\0';
+        if (!ca_host_valid(host)) {
+            snprintf(err, APISIM_ERR_LEN, "\"%s\" is not a host name", host);
+            return -1;
+        }
+        if (o->nno_intercept == sizeof o->no_intercept / sizeof o->no_intercept[0] - 1) {
+            snprintf(err, APISIM_ERR_LEN, "at most %zu hosts",
+                     sizeof o->no_intercept / sizeof o->no_intercept[0] - 1);
+            return -1;
+        }
+        if (!(o->no_intercept[o->nno_intercept] = strdup(host)))
+            return -1;
+        o->nno_intercept++;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static int add_connect_to(struct options *o, const char *v, char *err)
+{
+    if (front_connect_to_check(v, err) < 0)
+        return -1;
+    if (o->nconnect_to == sizeof o->connect_to / sizeof o->connect_to[0] - 1) {
+        snprintf(err, APISIM_ERR_LEN, "at most %zu rules",
+                 sizeof o->connect_to / sizeof o->connect_to[0] - 1);
+        return -1;
+    }
+    if (!(o->connect_to[o->nconnect_to] = strdup(v)))
+        return -1;
+    o->nconnect_to++;
+    return 0;
+}
+
 static void ensure_match(struct options *o)
 {
     if (!o->cfg.has_match) {
@@ -118,6 +173,8 @@ static int add_ignore_json(struct options *o, const char *v, char *err)
 static const char COMMON_SERVER[] = "listen,config,admin-token,max-body,verbose,quiet,threads,"
                                     "max-connections,client-timeout,redact-header,redact-query,"
                                     "redact-json,";
+/* record and replay also serve as forward proxies (HTTP_PROXY, HTTPS_PROXY). */
+static const char PROXY_FLAGS[] = "ca-dir,no-intercept,connect-to,upstream-cacert,";
 
 /* Which flags each server command accepts. */
 static const char *flags_for(const char *cmd)
@@ -135,8 +192,9 @@ static int flag_allowed(const char *cmd, const char *name)
 {
     char needle[64];
     snprintf(needle, sizeof needle, "%s,", name);
-    const char *lists[] = {COMMON_SERVER, flags_for(cmd)};
-    for (int i = 0; i < 2; i++) {
+    const char *lists[] = {COMMON_SERVER, flags_for(cmd),
+                           strcmp(cmd, "mock") == 0 ? "" : PROXY_FLAGS};
+    for (int i = 0; i < 3; i++) {
         const char *p = lists[i];
         while ((p = strstr(p, needle))) {
             if (p == lists[i] || p[-1] == ',')
@@ -194,6 +252,13 @@ static int parse_flags(struct options *o, int argc, char **argv)
         {"journal-max", 1, &o->journal_max, NULL, NULL, "requests kept in the journal (10000)"},
         {"strict", 0, NULL, &o->strict, NULL, "exit 3 at stop if any request missed"},
         {"insecure", 0, NULL, &o->insecure, NULL, "accept any upstream TLS certificate"},
+        {"ca-dir", 1, &o->ca_dir, NULL, NULL, "apisim's CA for HTTPS interception (apisim ca)"},
+        {"no-intercept", 1, NULL, NULL, add_no_intercept,
+         "HOST[,HOST...]: CONNECTs tunnelled untouched (record), 502 (replay)"},
+        {"connect-to", 1, NULL, NULL, add_connect_to,
+         "HOST:PORT:HOST2:PORT2: that authority's traffic goes to another address"},
+        {"upstream-cacert", 1, &o->upstream_cacert, NULL, NULL,
+         "PEM file: CAs trusted for upstream TLS"},
         {"verbose", 0, NULL, &o->verbose, NULL, "log every request"},
         {"quiet", 0, NULL, &o->quiet, NULL, "log errors only"},
     };
@@ -438,9 +503,21 @@ static int run_server(int argc, char **argv)
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
         goto out;
     }
-    if (is_record && !o.upstream) {
-        fprintf(stderr, "apisim record: --upstream URL is required (the real API to record)\n");
+    if (o.upstream_cacert && access(o.upstream_cacert, R_OK) != 0) {
+        fprintf(stderr, "apisim %s: --upstream-cacert %s: %s\n", o.command, o.upstream_cacert,
+                strerror(errno));
         goto out;
+    }
+    char ca_dir[4096];
+    if (!is_mock) {
+        if (o.ca_dir && !o.ca_dir[0]) {
+            fprintf(stderr, "apisim %s: --ca-dir needs a directory\n", o.command);
+            goto out;
+        }
+        if (!o.ca_dir && ca_default_dir(ca_dir, sizeof ca_dir, err) < 0) {
+            fprintf(stderr, "apisim %s: %s\n", o.command, err);
+            goto out;
+        }
     }
     if (o.upstream && proxy_check_upstream(o.upstream, err) < 0) {
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
@@ -466,7 +543,7 @@ static int run_server(int argc, char **argv)
         }
     }
     struct match_rules default_rules = {.fields = MATCH_ALL};
-    if (o.upstream) {
+    if (o.upstream || is_record) {
         const char *rec_session = session ? session : "default";
         struct proxy_options po = {.upstream = o.upstream,
                                    .store = store,
@@ -475,7 +552,9 @@ static int run_server(int argc, char **argv)
                                    .match = o.cfg.has_match ? &o.cfg.match : &default_rules,
                                    .upstream_timeout_us = timeout_us,
                                    .max_record_body = max_record,
-                                   .insecure = o.insecure};
+                                   .insecure = o.insecure,
+                                   .connect_to = (const char *const *)o.connect_to,
+                                   .upstream_cacert = o.upstream_cacert};
         if ((writes && store_ensure_session(store, rec_session, o.upstream, err) < 0) ||
             proxy_new(&proxy, &po, err) < 0) {
             fprintf(stderr, "apisim %s: %s\n", o.command, err);
@@ -514,6 +593,11 @@ static int run_server(int argc, char **argv)
         replay_keep_stubs(replay);
     }
 
+    struct front_config fc = {.ca_dir = o.ca_dir ? o.ca_dir : ca_dir,
+                              .no_intercept = (const char *const *)o.no_intercept,
+                              .passthrough = is_record,
+                              .connect_to = (const char *const *)o.connect_to,
+                              .idle_timeout_us = client_timeout_us};
     struct server_options so = {
         .listen = o.listen ? o.listen : "127.0.0.1:8080",
         /* Forwarding blocks on the upstream: give each connection its own thread. */
@@ -527,6 +611,7 @@ static int run_server(int argc, char **argv)
         .handle_admin = admin_handle,
         .app = replay,
         .admin_app = replay,
+        .front = is_mock ? NULL : &fc,
     };
     if (server_start(&srv, &so, err) < 0) {
         fprintf(stderr, "apisim %s: %s\n", o.command, err);
@@ -558,7 +643,56 @@ out:
     proxy_free(proxy);
     store_close(store); /* commits whatever the writer still holds */
     config_free(&o.cfg);
+    for (size_t i = 0; i < o.nno_intercept; i++)
+        free(o.no_intercept[i]);
+    for (size_t i = 0; i < o.nconnect_to; i++)
+        free(o.connect_to[i]);
     return rc;
+}
+
+/* apisim ca [--ca-dir DIR]: make the CA when missing and print its certificate's path. */
+static int ca_main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    char def[4096], err[APISIM_ERR_LEN];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: apisim ca [--ca-dir DIR]\n"
+                   "makes apisim's CA when missing (what record and replay use to intercept "
+                   "HTTPS)\nand prints the path of its certificate, for clients to trust.\n"
+                   "DIR defaults to $APISIM_CA_DIR, else $XDG_CONFIG_HOME/apisim/ca, else "
+                   "~/.config/apisim/ca\n");
+            return 0;
+        }
+        if (strncmp(argv[i], "--ca-dir=", 9) == 0) {
+            dir = argv[i] + 9;
+        } else if (strcmp(argv[i], "--ca-dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+        } else {
+            fprintf(stderr,
+                    "apisim ca: unexpected argument \"%s\" (usage: apisim ca [--ca-dir DIR])\n",
+                    argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!dir || !dir[0]) {
+        if (dir || ca_default_dir(def, sizeof def, err) < 0) {
+            fprintf(stderr, "apisim ca: %s\n", dir ? "--ca-dir needs a directory" : err);
+            return EXIT_USAGE;
+        }
+        dir = def;
+    }
+    struct ca *ca = NULL;
+    int created = 0;
+    if (ca_open(&ca, dir, &created, err) < 0) {
+        fprintf(stderr, "apisim ca: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    if (created)
+        log_msg(LOG_INFO, "made a new CA in %s", dir);
+    printf("%s\n", ca_cert_path(ca));
+    ca_free(ca);
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -566,7 +700,7 @@ static void usage(FILE *f)
     fputs("usage: apisim COMMAND [options]\n"
           "\n"
           "servers (print \"listening on http://HOST:PORT\" first; stop with SIGINT/SIGTERM):\n"
-          "  record   --upstream URL [--db FILE] [--session NAME]   forward and record\n"
+          "  record   [--upstream URL] [--db FILE] [--session NAME] forward (or proxy) and record\n"
           "  replay   [--db FILE] [--session NAME] [--latency SPEC]  answer from a recording\n"
           "  mock     [--stubs FILE] [--quota PRESET]                programmable mock server\n"
           "recordings:\n"
@@ -574,6 +708,7 @@ static void usage(FILE *f)
           "  show     [--db FILE] ID                                 print one exchange\n"
           "  export   [--db FILE] [--session NAME] --format har|jsonl|sql [--output FILE]\n"
           "  import   [--db FILE] [--session NAME] [--max-body SIZE] FILE   read HAR or JSONL\n"
+          "  ca       [--ca-dir DIR]                                 make/print the CA for HTTPS\n"
           "session fixtures:\n"
           "  claude   [claude arguments]                             a fake claude CLI\n"
           "  claude-record [--db FILE] -- COMMAND [ARGS...]          record a real CLI run\n"
@@ -615,6 +750,8 @@ int main(int argc, char **argv)
         return export_main(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0)
         return import_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "ca") == 0)
+        return ca_main(argc - 1, argv + 1);
     if (strcmp(cmd, "record") == 0 || strcmp(cmd, "replay") == 0 || strcmp(cmd, "mock") == 0) {
         /* Signals are taken by sigwait in the main thread: block them before any thread. */
         sigset_t set;

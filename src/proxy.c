@@ -18,7 +18,10 @@
 
 struct proxy {
     struct proxy_options opt;
-    char *base; /* upstream without a trailing '/' */
+    char *base;           /* upstream without a trailing '/'; NULL when none */
+    char *base_scheme;    /* the upstream's scheme and authority, stored with each exchange */
+    char *base_authority; /* forwarded to it */
+    struct curl_slist *connect_to; /* --connect-to, as curl takes it */
     /* DNS and TLS sessions shared by every thread's transfers (a TLS upstream resumes
      * sessions instead of full handshakes). Connections are deliberately not shared: on
      * a reused connection an upstream that writes head and body separately meets Nagle
@@ -64,7 +67,8 @@ struct transfer {
     int64_t id;
     int64_t last_data_mono; /* when the upstream last sent something (stall detection) */
     int failure_logged;
-    char what[160]; /* "METHOD /path" for log lines, valid after ex is handed over */
+    char what[160];   /* "METHOD /path" for log lines, valid after ex is handed over */
+    char origin[300]; /* "scheme://authority" the request went to */
 };
 
 int proxy_check_upstream(const char *url, char *err)
@@ -109,20 +113,59 @@ static void share_unlock(CURL *handle, curl_lock_data data, void *cls)
     pthread_mutex_unlock(&px->share_locks[data]);
 }
 
+/* The upstream's scheme and host[:port] as its URL spells them. */
+static int split_base(struct proxy *px)
+{
+    int rc = -1;
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    if (!u || curl_url_set(u, CURLUPART_URL, px->base, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        goto out;
+    curl_url_get(u, CURLUPART_PORT, &port, 0); /* only when the URL names one */
+    struct buf a = {.max = 1024};
+    if (buf_printf(&a, "%s%s%s", host, port ? ":" : "", port ? port : "") < 0) {
+        buf_free(&a);
+        goto out;
+    }
+    for (char *c = a.p; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    px->base_authority = buf_steal(&a, NULL);
+    px->base_scheme = strdup(scheme);
+    rc = px->base_authority && px->base_scheme ? 0 : -1;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return rc;
+}
+
 int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
 {
-    if (proxy_check_upstream(opt->upstream, err) < 0)
+    if (opt->upstream && proxy_check_upstream(opt->upstream, err) < 0)
         return -1;
     struct proxy *px = calloc(1, sizeof *px);
-    if (!px || !(px->base = strdup(opt->upstream))) {
-        free(px);
+    if (!px || (opt->upstream && (!(px->base = strdup(opt->upstream)) || split_base(px) < 0))) {
+        proxy_free(px);
         snprintf(err, APISIM_ERR_LEN, "out of memory");
         return -1;
     }
-    size_t n = strlen(px->base);
+    size_t n = px->base ? strlen(px->base) : 0;
     while (n > 0 && px->base[n - 1] == '/')
         px->base[--n] = '\0';
     px->opt = *opt;
+    for (const char *const *r = opt->connect_to; r && *r; r++) {
+        struct curl_slist *l = curl_slist_append(px->connect_to, *r);
+        if (!l) {
+            proxy_free(px);
+            snprintf(err, APISIM_ERR_LEN, "out of memory");
+            return -1;
+        }
+        px->connect_to = l;
+    }
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&px->share_locks[i], NULL);
     if ((px->share = curl_share_init())) {
@@ -149,6 +192,9 @@ void proxy_free(struct proxy *px)
     curl_share_cleanup(px->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&px->share_locks[i]);
+    curl_slist_free_all(px->connect_to);
+    free(px->base_scheme);
+    free(px->base_authority);
     free(px->base);
     free(px);
 }
@@ -367,7 +413,7 @@ static char *failure_json(struct transfer *t, const char *cause)
     cJSON_AddStringToObject(o, "error", msg);
     cJSON_AddStringToObject(o, "cause", cause);
     cJSON_AddStringToObject(o, "detail", t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
-    cJSON_AddStringToObject(o, "upstream", t->px->base);
+    cJSON_AddStringToObject(o, "upstream", t->origin);
     out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
@@ -388,6 +434,22 @@ static int add_request_header(struct transfer *t, const char *name, const char *
     if (!l)
         return -1;
     t->req_headers = l;
+    return 0;
+}
+
+/* Where a request goes: its own host when proxied (absolute form, CONNECT tunnel), else
+ * the upstream. Sets the exchange's scheme and authority and t->origin. Returns 0 or -1. */
+static int target_of(const struct proxy *px, const struct server_request *req, struct transfer *t,
+                     struct buf *url)
+{
+    const char *scheme = req->authority ? req->scheme : px->base_scheme;
+    const char *authority = req->authority ? req->authority : px->base_authority;
+    snprintf(t->origin, sizeof t->origin, "%s://%.280s", scheme, authority);
+    if (!(t->ex->scheme = strdup(scheme)) || !(t->ex->authority = strdup(authority)))
+        return -1;
+    if (buf_puts(url, req->authority ? t->origin : px->base) < 0 || buf_puts(url, req->path) < 0 ||
+        (req->query[0] && (buf_puts(url, "?") < 0 || buf_puts(url, req->query) < 0)))
+        return -1;
     return 0;
 }
 
@@ -426,8 +488,7 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
         ex->request_body_len = req->body_len;
     }
 
-    if (buf_puts(&url, px->base) < 0 || buf_puts(&url, req->path) < 0 ||
-        (req->query[0] && (buf_puts(&url, "?") < 0 || buf_puts(&url, req->query) < 0)))
+    if (target_of(px, req, t, &url) < 0)
         goto oom;
     for (size_t i = 0; i < req->headers.n; i++) {
         const char *name = req->headers.v[i].name;
@@ -471,6 +532,10 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+    if (px->opt.upstream_cacert)
+        curl_easy_setopt(e, CURLOPT_CAINFO, px->opt.upstream_cacert);
+    if (px->connect_to)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, px->connect_to);
     if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
@@ -717,7 +782,17 @@ static int forward(struct proxy *px, struct server_request *req, struct server_r
 
 int proxy_handle(void *app, struct server_request *req, struct server_response *resp)
 {
-    return forward(app, req, resp, 1, 1, NULL);
+    struct proxy *px = app;
+    if (!req->authority && !px->base) {
+        log_msg(LOG_WARN, "%s %s: no upstream for a request in origin form", req->method,
+                req->path);
+        server_response_error(resp, 400,
+                              "apisim record has no --upstream: start it with --upstream URL, or "
+                              "send requests through it as a proxy (HTTP_PROXY/HTTPS_PROXY, "
+                              "curl -x) so they name their host");
+        return 0;
+    }
+    return forward(px, req, resp, 1, 1, NULL);
 }
 
 int proxy_forward_whole(struct proxy *px, struct server_request *req, struct server_response *resp,

@@ -23,7 +23,8 @@
 struct proxy;
 
 struct proxy_options {
-    const char *upstream; /* base URL, http or https, may carry a path prefix */
+    const char *upstream; /* base URL, http or https, may carry a path prefix; NULL: only
+                             proxied requests (absolute form or CONNECT) can be forwarded */
     struct store *store;  /* where exchanges go (its writer must be running) */
     const char *session;  /* session name */
     const struct redact_rules *redact;
@@ -32,6 +33,11 @@ struct proxy_options {
     size_t max_record_body;          /* bodies larger than this are stored truncated */
     int insecure;                    /* skip TLS certificate verification */
     const char *source;              /* "record" (default) */
+    /* Forward proxy: --connect-to rules ("HOST:PORT:HOST2:PORT2", NULL-terminated; may be
+     * NULL) and --upstream-cacert (a PEM file of CAs trusted for upstreams; NULL: the
+     * system's). */
+    const char *const *connect_to;
+    const char *upstream_cacert;
 };
 
 /* Check that url is an absolute http(s) URL with a host. Returns 0 or -1 with err. */
@@ -41,7 +47,9 @@ int proxy_check_upstream(const char *url, char *err);
 int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err);
 void proxy_free(struct proxy *px);
 
-/* The server handler for record mode (app is the struct proxy). */
+/* The server handler for record mode (app is the struct proxy). A request goes to its own
+ * host when it has one (req->authority: proxied), else to the upstream; with neither it is
+ * answered 400 naming both fixes. */
 int proxy_handle(void *app, struct server_request *req, struct server_response *resp);
 
 /* Forward req and fill resp, recording into session; used by record mode and by replay's

@@ -309,16 +309,36 @@ static struct match_request request_view(const struct exchange *ex)
                                   .body_len = ex->request_body_len};
 }
 
-/* Index one recorded exchange (takes what it needs from ex; the caller frees ex). */
+/* The key a proxied request is looked up by: its scheme and authority before its match
+ * key, so it replays only from exchanges of its own host (a request in origin form, sent to
+ * apisim as a reverse proxy, uses the bare key and matches any host). Returns a malloc'd
+ * string, or NULL when out of memory. */
+static char *host_key(const char *scheme, const char *authority, const char *key)
+{
+    struct buf b = {0};
+    if (buf_printf(&b, "%s://%s\n%s", scheme ? scheme : "http", authority, key) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b, NULL);
+}
+
+/* Index one recorded exchange (takes what it needs from ex; the caller frees ex): under its
+ * key and, when its host is known, under its host's key too. */
 static int index_exchange(struct replay *rp, struct exchange *ex, int keep_body, char *err)
 {
     struct match_request mr = request_view(ex);
     char *key = key_of(rp, &mr);
+    char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
     struct entry *e = key ? entry_from_exchange(ex, keep_body) : NULL;
     struct group *g = e ? table_get(&rp->recorded, key) : NULL;
-    if (!key || !e || !g || group_push(g, e) < 0 || remember_entry(rp, e) < 0) {
+    struct group *hg = g && hkey ? table_get(&rp->recorded, hkey) : NULL;
+    if (!key || !e || !g || (ex->authority && !hg) || group_push(g, e) < 0 ||
+        (hg && group_push(hg, e) < 0) || remember_entry(rp, e) < 0) {
         if (!g)
             free(key);
+        if (!hg)
+            free(hkey);
         entry_free(e);
         snprintf(err, APISIM_ERR_LEN, "out of memory indexing exchange %lld", (long long)ex->id);
         return -1;
@@ -991,7 +1011,8 @@ static const char *apply_fault(const struct fault_rule *rule, struct server_resp
 }
 
 /* The nearest recorded exchanges to a request that matched none, with what differs. */
-static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
+static cJSON *nearest_json(struct replay *rp, const struct match_request *mr,
+                           const struct server_request *req)
 {
     cJSON *arr = cJSON_CreateArray();
     const struct match_rules *rules = rules_for(rp, mr->method, mr->path);
@@ -1027,6 +1048,20 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
             struct match_request rec = request_view(ex);
             char *diffs[REPLAY_MAX_DIFFS] = {0};
             int nd = match_diff(rules, redact, mr, &rec, diffs, REPLAY_MAX_DIFFS);
+            /* A proxied request matches only its own host: another host is a difference. */
+            if (nd >= 0 && req->authority && ex->authority &&
+                (strcmp(req->authority, ex->authority) != 0 ||
+                 strcmp(req->scheme, ex->scheme ? ex->scheme : "http") != 0)) {
+                struct buf hd = {.max = 700};
+                if (buf_printf(&hd, "host: %s://%.280s != %s://%.280s", req->scheme, req->authority,
+                               ex->scheme ? ex->scheme : "http", ex->authority) == 0) {
+                    free(diffs[REPLAY_MAX_DIFFS - 1]);
+                    memmove(diffs + 1, diffs, (REPLAY_MAX_DIFFS - 1) * sizeof diffs[0]);
+                    diffs[0] = buf_steal(&hd, NULL);
+                    nd++;
+                }
+                buf_free(&hd);
+            }
             size_t slot = nbest;
             if (nd >= 0 && nbest == REPLAY_NEAREST) {
                 slot = 0;
@@ -1137,6 +1172,10 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     }
     cJSON_AddStringToObject(o, "error", why);
     cJSON_AddStringToObject(r, "method", req->method);
+    if (req->authority) {
+        cJSON_AddStringToObject(r, "scheme", req->scheme);
+        cJSON_AddStringToObject(r, "authority", req->authority);
+    }
     cJSON_AddStringToObject(r, "path", req->path);
     cJSON_AddStringToObject(r, "query", req->query);
     for (size_t i = 0; i < req->headers.n; i++)
@@ -1153,7 +1192,7 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     }
     cJSON_AddItemToObject(o, "request", r);
     cJSON_AddStringToObject(o, "key", key ? key : "");
-    cJSON *near = nearest_json(rp, mr);
+    cJSON *near = nearest_json(rp, mr, req);
     if (near) {
         nearest_stubs(rp, mr, near);
         cJSON_AddItemToObject(o, "nearest", near);
@@ -1162,9 +1201,11 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     const cJSON *first = cJSON_GetArrayItem(near, 0);
     const cJSON *fd =
         first ? cJSON_GetArrayItem(cJSON_GetObjectItem(first, "differences"), 0) : NULL;
-    log_msg(LOG_WARN, "miss: %s %s%s%s (%s)%s%s%s", req->method, req->path,
-            req->query[0] ? "?" : "", req->query, why, first ? "; nearest differs in " : "",
-            fd && cJSON_IsString(fd) ? fd->valuestring : "", "");
+    log_msg(LOG_WARN, "miss: %s %s%s%s%s%s%s%s (%s)%s%s", req->method,
+            req->authority ? req->scheme : "", req->authority ? "://" : "",
+            req->authority ? req->authority : "", req->path, req->query[0] ? "?" : "", req->query,
+            "", why, first ? "; nearest differs in " : "",
+            fd && cJSON_IsString(fd) ? fd->valuestring : "");
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text)
@@ -1195,10 +1236,15 @@ static int forward_miss(struct replay *rp, struct server_request *req, struct se
             /* The request just made used the first answer of its new group. */
             struct match_request mr = request_view(ex);
             char *key = key_of(rp, &mr);
+            char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
             struct group *g = key ? table_find(&rp->recorded, key, match_hash(key)) : NULL;
+            struct group *hg = hkey ? table_find(&rp->recorded, hkey, match_hash(hkey)) : NULL;
             if (g && g->n == 1)
                 g->next = 1;
+            if (hg && hg->n == 1)
+                hg->next = 1;
             free(key);
+            free(hkey);
         }
         pthread_rwlock_unlock(&rp->lock);
         exchange_free(ex);
@@ -1248,7 +1294,11 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     }
     if (!e && !exhausted) {
         key = key_of(rp, &mr);
-        struct group *g = key ? table_find(&rp->recorded, key, match_hash(key)) : NULL;
+        /* A proxied request looks only at its own host's exchanges. */
+        char *hkey = key && req->authority ? host_key(req->scheme, req->authority, key) : NULL;
+        const char *look = req->authority ? hkey : key;
+        struct group *g = look ? table_find(&rp->recorded, look, match_hash(look)) : NULL;
+        free(hkey);
         if (g) {
             e = group_next(rp, g);
             exhausted = !e;

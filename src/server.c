@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,8 @@ struct timer_entry {
 
 struct server {
     struct MHD_Daemon *daemon;
+    struct front *front;           /* NULL when the daemon listens itself */
+    struct MHD_Daemon *tls_daemon; /* the front's TLS tunnels; NULL: none, or relayed */
     struct server_options opt;
     char url[1100];
 
@@ -65,6 +68,9 @@ struct req_ctx {
     char *raw_uri;
     char *path;
     char *query;
+    char *scheme;    /* of an absolute-form request, else NULL */
+    char *authority; /* of an absolute-form request or a tunnel, else NULL */
+    int bad_target;  /* an absolute-form request line without a usable host */
     struct server_request req;
     struct buf body;
     int too_large;
@@ -570,6 +576,8 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     free(ctx->raw_uri);
     free(ctx->path);
     free(ctx->query);
+    free(ctx->scheme);
+    free(ctx->authority);
     free(ctx);
     *req_cls = NULL;
     atomic_fetch_sub(&srv->inflight, 1);
@@ -609,14 +617,61 @@ static int is_loopback(struct MHD_Connection *conn)
     return 0;
 }
 
+/* "http://host:port/path?q" (what a client sends to its HTTP_PROXY): split off the scheme
+ * and authority; *uri moves to the origin-form rest ("" for none). Returns 1 when uri is in
+ * absolute form, 0 when not, -1 out of memory. A form with no host sets bad_target. */
+static int split_absolute(struct req_ctx *ctx, const char **uri)
+{
+    const char *u = *uri;
+    size_t sl = strncasecmp(u, "http://", 7) == 0 ? 4 : strncasecmp(u, "https://", 8) == 0 ? 5 : 0;
+    if (!sl)
+        return 0;
+    const char *a = u + sl + 3;
+    size_t alen = strcspn(a, "/?#");
+    ctx->scheme = xstrndup(sl == 4 ? "http" : "https", sl);
+    ctx->authority = xstrndup(a, alen);
+    if (!ctx->scheme || !ctx->authority)
+        return -1;
+    for (char *c = ctx->authority; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    /* The scheme's own port is left out, as in a URL: "http://h:80/" is "http://h/". */
+    const char *dflt = sl == 4 ? ":80" : ":443";
+    size_t dl = strlen(dflt);
+    if (alen > dl && strcmp(ctx->authority + alen - dl, dflt) == 0)
+        ctx->authority[alen - dl] = '\0';
+    if (alen == 0 || alen > 255 || memchr(a, '@', alen))
+        ctx->bad_target = 1; /* no host, or credentials in the URL */
+    *uri = a + alen;
+    return 1;
+}
+
 static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const char *method)
 {
-    const char *q = strchr(ctx->raw_uri, '?');
-    size_t plen = q ? (size_t)(q - ctx->raw_uri) : strlen(ctx->raw_uri);
-    ctx->path = xstrndup(ctx->raw_uri, plen);
+    const char *uri = ctx->raw_uri;
+    if (split_absolute(ctx, &uri) < 0)
+        return -1;
+    if (!ctx->authority && ctx->srv->front) {
+        /* A request that came decrypted through a CONNECT tunnel: the tunnel's host. */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        struct front_origin *o = ci ? ci->socket_context : NULL;
+        if (o) {
+            atomic_fetch_add(&o->requests, 1);
+            ctx->scheme = strdup(o->scheme);
+            ctx->authority = strdup(o->authority);
+            if (!ctx->scheme || !ctx->authority)
+                return -1;
+        }
+    }
+    const char *q = strchr(uri, '?');
+    size_t plen = q ? (size_t)(q - uri) : strlen(uri);
+    ctx->path = plen ? xstrndup(uri, plen) : strdup("/");
     ctx->query = strdup(q ? q + 1 : "");
     if (!ctx->path || !ctx->query)
         return -1;
+    ctx->req.scheme = ctx->scheme;
+    ctx->req.authority = ctx->authority;
     ctx->req.method = method;
     ctx->req.path = ctx->path;
     ctx->req.query = ctx->query;
@@ -662,17 +717,24 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return atomic_load(&srv->draining) ? MHD_NO : MHD_YES;
 }
 
-/* Counts open connections, for the --max-connections answer (503). */
+/* Counts open connections, for the --max-connections answer (503), and gives a
+ * connection that came through a CONNECT tunnel its host (the front's socket context). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
     struct server *srv = cls;
-    (void)conn;
-    (void)socket_ctx;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add(&srv->connections, 1);
-    else
+        if (srv->front) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            *socket_ctx = ci ? front_claim(srv->front, ci->connect_fd) : NULL;
+        }
+    } else {
         atomic_fetch_sub(&srv->connections, 1);
+        front_release(srv->front, *socket_ctx);
+        *socket_ctx = NULL;
+    }
 }
 
 /* Decide the answer: limits, the control API, or the mode's handler. */
@@ -707,7 +769,27 @@ static void dispatch(struct req_ctx *ctx)
         server_response_error(resp, 413, msg);
         return;
     }
-    if (is_admin_path(req->path)) {
+    if (ctx->bad_target) {
+        snprintf(msg, sizeof msg,
+                 "request target \"%.150s\" has no host (expected http://HOST[:PORT]/PATH)",
+                 ctx->raw_uri);
+        log_msg(LOG_WARN, "%s: %s", req->method, msg);
+        server_response_error(resp, 400, msg);
+        return;
+    }
+    if (strcmp(req->method, "CONNECT") == 0) {
+        /* The front answers a CONNECT that opens a connection; one here came later on a
+         * kept-alive connection, or this server is not a proxy (mock). */
+        snprintf(msg, sizeof msg, "%s",
+                 srv->front
+                     ? "CONNECT must be the first request on its connection"
+                     : "this server is not a proxy: CONNECT is for apisim record and replay");
+        log_msg(LOG_WARN, "CONNECT %s: %s", req->path, msg);
+        server_response_error(resp, srv->front ? 400 : 405, msg);
+        return;
+    }
+    /* A proxied request for another host's /__apisim/ is that host's business. */
+    if (is_admin_path(req->path) && !req->authority) {
         if (srv->opt.admin_token) {
             const char *tok = headers_get(&req->headers, "x-apisim-token");
             if (!tok || strcmp(tok, srv->opt.admin_token) != 0) {
@@ -851,6 +933,25 @@ static int addr_is_loopback(const struct sockaddr_storage *ss)
     return 0;
 }
 
+/* The front's listening socket: bound, listening, nonblocking. Returns the fd or -1. */
+static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen, char *err,
+                         const char *where)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, sslen) < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "cannot listen on %s: %s (is the port in use? use --listen HOST:0 for a free "
+                 "port)",
+                 where, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int server_start(struct server **out, const struct server_options *opt, char *err)
 {
     struct sockaddr_storage ss;
@@ -905,18 +1006,61 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     unsigned client_timeout_s = ct > 100000000 ? 100000000u : (unsigned)ct;
     srv->client_timeout_s = client_timeout_s;
     unsigned conn_limit = max_connections(opt) + max_connections(opt) / 8 + 16;
-    srv->daemon = MHD_start_daemon(
-        flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        mem,
-        /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only
-         * cuts connections past a margin above it. */
-        MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-        MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads,
-        MHD_OPTION_END);
-    if (!srv->daemon) {
+    int lfd = -1;
+    unsigned port = 0;
+    if (opt->front) {
+        /* The front owns the listening socket and hands connections to the daemon. */
+        if ((lfd = listen_socket(&ss, sslen, err, opt->listen)) < 0) {
+            server_free(srv);
+            return -1;
+        }
+        struct sockaddr_storage bound;
+        socklen_t blen = sizeof bound;
+        getsockname(lfd, (struct sockaddr *)&bound, &blen);
+        port =
+            ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)(void *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)(void *)&bound)->sin_port);
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    }
+    /* Without the front the daemon binds the address itself. */
+    struct MHD_OptionItem listen_opt[] = {
+        {opt->front ? MHD_OPTION_END : MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* Beyond --max-connections a request is answered 503 (dispatch); MHD itself only cuts
+     * connections past a margin above it. */
+    struct MHD_OptionItem common[] = {
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, conn_limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+#define SERVER_CALLBACKS                                                                           \
+    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, srv,     \
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,         \
+        on_connection, srv
+    srv->daemon =
+        MHD_start_daemon(flags, 0, accept_policy, srv, on_request, srv, SERVER_CALLBACKS,
+                         MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+    /* APISIM_TLS_RELAY=1 forces the front's own OpenSSL relay (what a libmicrohttpd without
+     * TLS gets), so the tests cover both ways. */
+    const char *relay = getenv("APISIM_TLS_RELAY");
+    int tls_ok = MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES &&
+                 MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) == MHD_YES &&
+                 !(relay && strcmp(relay, "1") == 0);
+    if (srv->daemon && opt->front && tls_ok)
+        /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
+         * own threads (GnuTLS), with a certificate minted for the tunnel's host. */
+        srv->tls_daemon =
+            MHD_start_daemon(flags | MHD_USE_TLS, 0, accept_policy, srv, on_request, srv,
+                             SERVER_CALLBACKS, MHD_OPTION_HTTPS_CERT_CALLBACK,
+                             front_tls_certificate, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+#undef SERVER_CALLBACKS
+    if (!srv->daemon || (opt->front && tls_ok && !srv->tls_daemon)) {
+        if (lfd >= 0)
+            close(lfd);
         snprintf(err, APISIM_ERR_LEN,
                  "cannot listen on %s: %s (is the port in use? use --listen HOST:0 for a free "
                  "port)",
@@ -924,8 +1068,19 @@ int server_start(struct server **out, const struct server_options *opt, char *er
         server_free(srv);
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned port = di ? di->port : 0;
+    if (opt->front) {
+        int fd = lfd;
+        lfd = -1; /* the front owns it now, even when it fails */
+        if (front_start(&srv->front, opt->front, fd, srv->daemon, srv->tls_daemon, &srv->draining,
+                        err) < 0) {
+            server_free(srv);
+            return -1;
+        }
+    } else {
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+        port = di ? di->port : 0;
+    }
     if (ss.ss_family == AF_INET6)
         snprintf(srv->url, sizeof srv->url, "http://[%s]:%u", host, port);
     else
@@ -974,8 +1129,15 @@ void server_free(struct server *srv)
         pthread_mutex_unlock(&srv->tmu);
         pthread_join(srv->timer_thread, NULL);
     }
+    /* No new connections and the relays closed; the daemons' last notifications still
+     * reach the front, which goes after them. */
+    front_stop(srv->front);
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
+    if (srv->tls_daemon)
+        MHD_stop_daemon(srv->tls_daemon);
+    front_free(srv->front);
+    srv->front = NULL;
     pthread_mutex_destroy(&srv->tmu);
     pthread_cond_destroy(&srv->tcond);
     free(srv->heap);

@@ -8,6 +8,12 @@
  * Threading: replay and mock use an internal thread pool (handlers never block); record
  * uses a thread per connection because forwarding blocks on the upstream.
  *
+ * Forward proxy (record, replay: options.front): the front (front.h) owns the listening
+ * socket and hands connections to the daemon; CONNECT tunnels go to a second daemon that
+ * terminates their TLS. A request learns the host it is for from an absolute-form target
+ * ("GET http://host/path") or from its tunnel (the connection's socket context), as
+ * server_request.scheme/authority.
+ *
  * A handler fills a struct server_response; the server queues it (after its delay, paced
  * by its chunks when given) and frees it.
  */
@@ -20,6 +26,7 @@
 
 #include "exchange.h"
 #include "fault.h"
+#include "front.h"
 #include "util.h"
 
 struct server;
@@ -30,6 +37,12 @@ struct server_request {
     const char *method;
     const char *path;  /* raw path, without the query */
     const char *query; /* raw query string without '?', "" when none */
+    /* The host a proxied request is for: from an absolute-form request line ("GET
+     * http://host:port/path", HTTP_PROXY) or from the CONNECT tunnel it came through
+     * (HTTPS_PROXY, "https"). Both NULL for a request in origin form sent to apisim itself
+     * (reverse proxy mode). */
+    const char *scheme;    /* "http" or "https" */
+    const char *authority; /* "host[:port]" as the client named it */
     struct headers headers;
     const unsigned char *body;
     size_t body_len;
@@ -103,6 +116,9 @@ struct server_options {
     server_handler_fn handle_admin; /* the control API (paths under /__apisim/) */
     void *app;                      /* handle's first argument */
     void *admin_app;                /* handle_admin's first argument */
+    /* Forward proxy (record, replay): the front owns the listening socket and handles
+     * CONNECT (front.h). NULL: the daemon listens itself (mock). */
+    const struct front_config *front;
 };
 
 /* Check that listen is HOST:PORT with a resolvable host and a port 0..65535. Returns 0 or

@@ -480,8 +480,9 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     static const char sql[] =
         "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
         "request_headers, request_body, match_key, status, response_headers, response_body, "
-        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id, response_size) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        "response_encoding, ttfb_us, duration_us, error, complete, delay_ms, id, response_size, "
+        "scheme, authority) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *s, *c;
     char *reqh = NULL, *resph = NULL;
     int rc = -1;
@@ -530,6 +531,8 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     if (ex->id > 0)
         sqlite3_bind_int64(s, 20, ex->id); /* else NULL: SQLite picks the next rowid */
     sqlite3_bind_int64(s, 21, (int64_t)ex->response_body_len);
+    bind_opt_text(s, 22, ex->scheme);
+    bind_opt_text(s, 23, ex->authority);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto fail;
     ex->id = sqlite3_last_insert_rowid(db);
@@ -630,7 +633,7 @@ int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err
         "SELECT id, session, seq, source, CAST(round((julianday(started_at) - 2440587.5) * "
         "86400000) AS INTEGER) * 1000, method, path, query, request_headers, request_body, "
         "match_key, status, response_headers, response_body, response_encoding, ttfb_us, "
-        "duration_us, error, complete, delay_ms FROM exchanges WHERE id = ?";
+        "duration_us, error, complete, delay_ms, scheme, authority FROM exchanges WHERE id = ?";
     sqlite3_stmt *s = NULL;
     struct exchange *ex = NULL;
     int rc = -1;
@@ -670,6 +673,8 @@ int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err
     ex->error = column_dup(s, 17);
     ex->complete = sqlite3_column_int(s, 18);
     ex->delay_ms = sqlite3_column_int64(s, 19);
+    ex->scheme = column_dup(s, 20);
+    ex->authority = column_dup(s, 21);
     if (!ex->session || !ex->method || !ex->path || !ex->query)
         goto oom;
     sqlite3_finalize(s);
@@ -791,7 +796,7 @@ int store_scan(struct store *st, const char *session, size_t body_max,
     static const char sql[] =
         "SELECT id, method, path, query, request_headers, status, response_headers, "
         "response_encoding, ttfb_us, delay_ms, complete, error, response_size, "
-        "request_body, CASE WHEN response_size <= ?2 THEN response_body END "
+        "request_body, CASE WHEN response_size <= ?2 THEN response_body END, scheme, authority "
         "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
     sqlite3_stmt *s = NULL, *c = NULL;
     int rc = -1, step;
@@ -818,6 +823,8 @@ int store_scan(struct store *st, const char *session, size_t body_max,
         ex->complete = sqlite3_column_int(s, 10);
         ex->error = column_dup(s, 11);
         ex->request_body = column_bytes_dup(s, 13, &ex->request_body_len);
+        ex->scheme = column_dup(s, 15);
+        ex->authority = column_dup(s, 16);
         if (sqlite3_column_type(s, 14) != SQLITE_NULL)
             ex->response_body = column_bytes_dup(s, 14, &ex->response_body_len);
         else

@@ -65,7 +65,8 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err);
 int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err);
 
 /* Call fn(ctx, ex) for every exchange of session (NULL: every session) in replay order
- * (session, seq, id), with what an index needs: the request, the response's status,
+ * (session, seq, id), with what an index needs: the request (with its scheme and
+ * authority), the response's status,
  * headers, encoding, timings, error and chunks, and response_body only when response_size
  * is at most body_max (otherwise response_body is NULL and response_body_len is the size).
  * fn owns ex (free with exchange_free()); returning -1 stops the scan, with err as fn left
