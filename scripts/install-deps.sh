@@ -3,8 +3,9 @@
 # Does nothing (and needs no network) when everything is already there.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libmicrohttpd-dev
-          libsqlite3-dev libcjson-dev zlib1g-dev sqlite3 curl python3 python3-pytest
-          python3-pip python3-setuptools python3-wheel openssl "$@")
+          libsqlite3-dev libcjson-dev zlib1g-dev libbrotli-dev libzstd-dev sqlite3 curl
+          python3 python3-pytest python3-pip python3-setuptools python3-wheel openssl
+          python3-brotli python3-zstandard nghttp2-server "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
