@@ -407,9 +407,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
         pthread_mutex_unlock(&t->mu);
         return CURL_WRITEFUNC_PAUSE; /* the client is slow: stop reading the upstream */
     }
-    /* Compact what the client has already taken. */
+    /* Drop what the client has already taken: all of it, or a large prefix of a stream
+     * the client keeps just behind. */
     if (t->pending_off > 0 && t->pending_off == t->pending.len) {
         t->pending.len = 0;
+        t->pending_off = 0;
+    } else if (t->pending_off >= PROXY_PENDING_CAP / 4) {
+        memmove(t->pending.p, t->pending.p + t->pending_off, t->pending.len - t->pending_off);
+        t->pending.len -= t->pending_off;
         t->pending_off = 0;
     }
     int rc = buf_append(&t->pending, data, n);
@@ -725,8 +730,8 @@ static void on_done(struct upstream_job *job, CURLcode result)
     pthread_mutex_lock(&t->mu);
     int gone = t->client_gone;
     /* Failed before the client had anything: it gets a 502, never a short answer. */
-    int failed =
-        !gone && (!t->head_seen || t->too_many_headers || (result != CURLE_OK && !t->head_taken));
+    int failed = !gone && (!t->head_seen || !t->head_ready || t->too_many_headers ||
+                           (result != CURLE_OK && !t->head_taken));
     if (failed)
         t->head_ready = 0;
     pthread_mutex_unlock(&t->mu);
