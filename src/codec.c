@@ -13,9 +13,10 @@ struct codec {
     BrotliDecoderState *br;
     ZSTD_DStream *zstd;
     z_stream zs;
-    int deflate;   /* "deflate": zlib-wrapped, or raw as some servers send it */
-    int tried_raw; /* switched to raw deflate after a zlib header error */
-    int started;   /* any input seen */
+    int deflate;           /* "deflate": zlib-wrapped, or raw as some servers send it */
+    int decided;           /* "deflate": which of the two it is, from its first 2 bytes */
+    unsigned char head[2]; /* those bytes, until both have arrived */
+    size_t nhead;
     int finished;
 };
 
@@ -101,36 +102,17 @@ static int feed_zstd(struct codec *c, const unsigned char *in, size_t n, struct 
     }
 }
 
-int codec_feed(struct codec *c, const void *in, size_t n, struct buf *out)
+static int feed_zlib(struct codec *c, const unsigned char *in, size_t n, struct buf *out)
 {
     unsigned char tmp[16384];
-    if (c->kind == CODEC_BROTLI)
-        return c->finished ? 0 : feed_brotli(c, in, n, out); /* trailing bytes ignored */
-    if (c->kind == CODEC_ZSTD)
-        return n == 0 ? 0 : feed_zstd(c, in, n, out);
-    if (c->finished)
-        return n == 0 ? 0 : -1;
     while (n > 0) {
         unsigned take = n > 1u << 30 ? 1u << 30 : (unsigned)n;
         c->zs.next_in = (unsigned char *)(uintptr_t)in;
         c->zs.avail_in = take;
-        int first = !c->started;
-        c->started = 1;
         for (;;) {
             c->zs.next_out = tmp;
             c->zs.avail_out = sizeof tmp;
             int zr = inflate(&c->zs, Z_NO_FLUSH);
-            if (zr == Z_DATA_ERROR && c->deflate && first && !c->tried_raw) {
-                /* "deflate" sent without the zlib wrapper: start over as raw deflate. */
-                inflateEnd(&c->zs);
-                memset(&c->zs, 0, sizeof c->zs);
-                if (inflateInit2(&c->zs, -15) != Z_OK)
-                    return -1;
-                c->tried_raw = 1;
-                c->zs.next_in = (unsigned char *)(uintptr_t)in;
-                c->zs.avail_in = take;
-                continue;
-            }
             if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
                 return -1;
             size_t got = sizeof tmp - c->zs.avail_out;
@@ -145,10 +127,45 @@ int codec_feed(struct codec *c, const void *in, size_t n, struct buf *out)
             if (zr == Z_BUF_ERROR && got == 0)
                 break;
         }
-        in = (const unsigned char *)in + take;
+        in += take;
         n -= take;
     }
     return 0;
+}
+
+int codec_feed(struct codec *c, const void *in, size_t n, struct buf *out)
+{
+    const unsigned char *p = in;
+    if (c->kind == CODEC_BROTLI)
+        return c->finished ? 0 : feed_brotli(c, p, n, out); /* trailing bytes ignored */
+    if (c->kind == CODEC_ZSTD)
+        return n == 0 ? 0 : feed_zstd(c, p, n, out);
+    if (c->finished)
+        return n == 0 ? 0 : -1;
+    if (c->deflate && !c->decided) {
+        /* "deflate" is meant zlib-wrapped, but some servers send raw deflate: a zlib header
+         * says which (compression method 8, and a multiple of 31 as a big-endian number),
+         * however the body is split. */
+        while (n > 0 && c->nhead < 2) {
+            c->head[c->nhead++] = *p++;
+            n--;
+        }
+        if (c->nhead < 2)
+            return 0;
+        c->decided = 1;
+        int zlib = (c->head[0] & 0x0f) == 8 && ((c->head[0] << 8) | c->head[1]) % 31 == 0;
+        if (!zlib) {
+            inflateEnd(&c->zs);
+            memset(&c->zs, 0, sizeof c->zs);
+            if (inflateInit2(&c->zs, -15) != Z_OK)
+                return -1;
+        }
+        if (feed_zlib(c, c->head, 2, out) < 0)
+            return -1;
+        if (c->finished)
+            return 0;
+    }
+    return feed_zlib(c, p, n, out);
 }
 
 int codec_finished(const struct codec *c)
