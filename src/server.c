@@ -484,7 +484,9 @@ static int declares_too_large(struct req_ctx *ctx)
     char *end;
     errno = 0;
     unsigned long long n = strtoull(cl, &end, 10);
-    if (*end || errno == ERANGE || n > ctx->srv->opt.max_body) {
+    if (end == cl || *end)
+        return 0; /* not a number: libmicrohttpd answers 400 itself */
+    if (errno == ERANGE || n > ctx->srv->opt.max_body) {
         ctx->too_large = 1;
         return 1;
     }
@@ -592,11 +594,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (setup_request(ctx, conn, method) < 0)
             return MHD_NO;
         /* A declared body over the limit is refused before it is read, and instead of
-         * 100 Continue; the connection then closes (the body is never read). Answering on
-         * this first call costs the connection's keep-alive, which it loses anyway. */
+         * 100 Continue. Answering on this first call costs the connection's keep-alive:
+         * libmicrohttpd closes it after the answer, as it must with the body unread. */
         if (declares_too_large(ctx)) {
             dispatch(ctx);
-            headers_add(&ctx->resp.headers, "Connection", "close");
             return queue_response(ctx);
         }
         return MHD_YES;

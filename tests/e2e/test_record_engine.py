@@ -345,6 +345,7 @@ def test_declared_oversize_body_gets_413_at_once(tmp_path, expect):
             status_line = got.split(b"\r\n", 1)[0]
             assert status_line.startswith(b"HTTP/1.1 413"), got[:300]
             assert elapsed < 1.0, f"413 after {elapsed:.2f} s"
+            assert up.connections == 0, "the upstream was contacted for a refused request"
             # The server still serves, and that request reached the upstream, not the 413.
             assert curl(rec.url + "/after").status == 200
             assert rec.stop().rc == 0
