@@ -65,6 +65,18 @@ static void wake(struct upstream_loop *l)
 
 /* ---- curl's callbacks ---------------------------------------------------------------- */
 
+/* Acknowledge what arrives at once. An upstream with Nagle on that writes a head and then
+ * a body (or two events) sends the second only once the first is acknowledged, and a
+ * reused connection is in Linux's delayed-ACK (pingpong) mode: 40 ms each time. Linux
+ * leaves quick-ack mode again by itself, so it is re-armed when curl starts waiting for a
+ * response (the request is sent: the head must be acknowledged at once) and after each
+ * read (the next piece must be too). */
+static void quickack(curl_socket_t s)
+{
+    int on = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+}
+
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *cls, void *socketp)
 {
     struct upstream_loop *l = cls;
@@ -75,8 +87,10 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *cls, void *soc
         return 0;
     }
     struct epoll_event ev = {.data.fd = s};
-    if (what & CURL_POLL_IN)
+    if (what & CURL_POLL_IN) {
         ev.events |= EPOLLIN;
+        quickack(s);
+    }
     if (what & CURL_POLL_OUT)
         ev.events |= EPOLLOUT;
     if (socketp) {
@@ -283,12 +297,8 @@ static void *loop_main(void *arg)
             if (evs[i].events & EPOLLERR)
                 flags |= CURL_CSELECT_ERR;
             curl_multi_socket_action(l->multi, fd, flags, &running);
-            if (flags & CURL_CSELECT_IN) {
-                /* Acknowledge at once what was read, so the upstream's next write (a body
-                 * after its head, with Nagle on) is not held for a delayed ACK. */
-                int on = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
-            }
+            if (flags & CURL_CSELECT_IN)
+                quickack(fd);
         }
         now = now_mono_us();
         if (l->timer_due >= 0 && l->timer_due <= now) {

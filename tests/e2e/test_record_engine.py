@@ -268,7 +268,7 @@ def test_nagle_upstream_on_a_reused_connection_adds_no_delay(tmp_path):
         with ApisimProcess(["record", "--upstream", up.url, "--db", db]) as rec:
             conn = http.client.HTTPConnection("127.0.0.1", rec.port, timeout=10)
             times = []
-            for i in range(30):
+            for i in range(60):
                 t0 = time.monotonic()
                 conn.request("GET", f"/nagle/{i}")
                 r = conn.getresponse()
@@ -278,10 +278,14 @@ def test_nagle_upstream_on_a_reused_connection_adds_no_delay(tmp_path):
             assert rec.stop().rc == 0
         assert up.connections == 1, f"{up.connections} upstream connections: not reused"
     reused = times[1:]
-    # A delayed ACK costs 40 ms a request; the median of 29 tells it from load noise.
-    assert statistics.median(reused) < 0.02, (
-        f"median {statistics.median(reused) * 1000:.1f} ms per request on a reused "
-        f"connection: {[round(t * 1000, 1) for t in reused]}")
+    # A delayed ACK costs 40 ms or more a request, each time it happens. A loaded machine
+    # may stall a request that long now and then; the stall that reuse meets came in one
+    # request out of three even with the ACK re-armed only after reads.
+    stalled = [t for t in reused if t >= 0.035]
+    assert statistics.median(reused) < 0.02 and len(stalled) <= len(reused) // 10, (
+        f"median {statistics.median(reused) * 1000:.1f} ms, {len(stalled)} of {len(reused)} "
+        f"requests took 35 ms or more on a reused connection: "
+        f"{[round(t * 1000, 1) for t in reused]}")
 
 
 # --- encodings -------------------------------------------------------------------------------
