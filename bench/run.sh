@@ -6,8 +6,11 @@
 # Measures, side by side with wrk: the floor (bench/floor.c, a bare libmicrohttpd server
 # answering a fixed 1 KiB JSON body), `apisim replay` answering the same body from a
 # recording, `apisim mock` answering it from a stub, and `apisim record` in front of the
-# floor. Then record mode's added time to first byte, the latency model's overhead, and
-# replay of a 100k-exchange and a 1 GiB recording. Prints figures; asserts nothing about time.
+# floor, beside nginx as a reverse proxy with upstream keep-alive in front of the same floor
+# (when nginx is installed: apt-get install nginx-light). Then record mode's added time to
+# first byte, the upstream's CPU per request direct / through nginx / through record, the
+# TIME_WAIT sockets record leaves, the latency model's overhead, and replay of a
+# 100k-exchange and a 1 GiB recording. Prints figures; asserts nothing about time.
 # See bench/README.md for what each figure means.
 #
 # Tunables (environment):
@@ -140,8 +143,23 @@ stop_server() {
     wait "$pid" 2>/dev/null || true
 }
 
-# CPU ticks (user + system, every thread) of a process so far.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# A process and its children (nginx's master and workers; apisim has none).
+family() {
+    echo "$1"
+    cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | sed '/^$/d'
+}
+# CPU ticks (user + system, every thread) of a process and its children so far.
+cpu_ticks() {
+    local p t=0
+    for p in $(family "$1"); do
+        t=$((t + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$t"
+}
+# A free port on 127.0.0.1, for a server that cannot be told port 0 (nginx).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 # A /proc/PID/status field in KiB (VmRSS, VmHWM).
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -180,14 +198,16 @@ run_wrk() {
     if [ "$conns" = 1 ] && [ "$PIN" != none ]; then
         # One connection is served by one thread: pinning makes the figure steady (the
         # scheduler otherwise flips between same-core and cross-core hand-offs, 2-3x apart).
-        taskset -a -cp $((NCPU - 1)) "$pid" >/dev/null
+        for p in $(family "$pid"); do taskset -a -cp $((NCPU - 1)) "$p" >/dev/null; done
         if [ "$PIN" = same ]; then wrk=(taskset -c $((NCPU - 1)) wrk); else wrk=(taskset -c 0 wrk); fi
     fi
     c0=$(cpu_ticks "$pid")
     out=$("${wrk[@]}" -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$script" "$url" \
         "${args[@]}") || die "wrk failed against $url"
     c1=$(cpu_ticks "$pid")
-    [ "${wrk[0]}" = wrk ] || taskset -a -cp 0-$((NCPU - 1)) "$pid" >/dev/null
+    if [ "${wrk[0]}" != wrk ]; then
+        for p in $(family "$pid"); do taskset -a -cp 0-$((NCPU - 1)) "$p" >/dev/null; done
+    fi
     line=$(grep '^BENCH ' <<<"$out") || die "wrk printed no figures: $out"
     local requests duration_us p50_us p99_us errors
     read -r requests duration_us p50_us p99_us errors <<<"$(sed 's/^BENCH //; s/[a-z0-9_]*=//g' <<<"$line")"
@@ -287,6 +307,61 @@ stop_server "$SRV_PID"
 [ "$(sqlite3 "$T/small.db" 'SELECT count(*) FROM exchanges')" = 1 ] ||
     die "the recording does not hold exactly one exchange"
 
+# (c2) nginx as a reverse proxy with upstream keep-alive in front of the floor: what a
+# proxy that stores nothing costs, measured in the same run as record.
+FLOOR_PORT=${FLOOR_URL##*:}
+NGINX_URL=""
+NGINX_BIN=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+if [ -n "$NGINX_BIN" ]; then
+    NGINX_PORT=$(free_port)
+    mkdir -p "$T/nginx"
+    cat >"$T/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes $NCPU;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $T/nginx/body;
+    proxy_temp_path $T/nginx/proxy;
+    upstream floor {
+        server 127.0.0.1:$FLOOR_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://floor;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+NGINX
+    "$NGINX_BIN" -p "$T/nginx" -c "$T/nginx/nginx.conf" 2>"$T/nginx.err" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    NGINX_URL=http://127.0.0.1:$NGINX_PORT
+    for ((i = 0; i < 100; i++)); do
+        curl -sf -o /dev/null "$NGINX_URL/bench" && break
+        sleep 0.05
+    done
+    curl -sf "$NGINX_URL/bench" -o "$T/via-nginx.json" || die "nginx does not answer ($T/nginx.err)"
+    cmp -s "$T/body.json" "$T/via-nginx.json" || die "nginx changed the body"
+    note "time to first byte through nginx: $TTFB_N requests on one kept-alive connection"
+    mapfile -t args < <(for ((i = 0; i < TTFB_N; i++)); do
+        printf '%s\n' -o /dev/null "$NGINX_URL/bench"
+    done)
+    curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-nginx-ka"
+    c0=$(cpu_ticks "$FLOOR_PID")
+    measure nginx "$NGINX_PID" "$NGINX_URL/bench"
+    FLOOR_CPU_DURING_NGINX=$(($(cpu_ticks "$FLOOR_PID") - c0))
+    stop_server "$NGINX_PID"
+else
+    note "nginx is not installed (apt-get install nginx-light): no nginx row"
+fi
+
 # (d) record in front of the floor: time to first byte, then load.
 start_server record "$APISIM" record --upstream "$FLOOR_URL" --db "$T/record.db" \
     --listen 127.0.0.1:0
@@ -303,10 +378,16 @@ curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-direct-ka"
 mapfile -t args < <(ka_args "$REC_URL/bench")
 curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
 FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
+TW_BEFORE=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" | wc -l)
 measure record "$REC_PID" "$REC_URL/bench"
 FLOOR_CPU_DURING_RECORD=$(($(cpu_ticks "$FLOOR_PID") - FLOOR_CPU_BEFORE))
 REC_RPS=${R_RPS[record]}
 REC_REQ_TOTAL=$((R_ALL[record] + 2 * TTFB_N)) # wrk's runs, warm-up included, and the curls
+# Upstream connections record holds open, and sockets to or from the floor left in
+# TIME_WAIT by its runs (a connection per request would leave thousands).
+REC_UPSTREAM_CONNS=$(ss -Htan state established "( dport = :$FLOOR_PORT )" | wc -l)
+REC_TIME_WAIT=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" |
+    wc -l)
 stop_server "$REC_PID"
 REC_ROWS=$(sqlite3 "$T/record.db" 'SELECT count(*) FROM exchanges')
 
@@ -409,8 +490,8 @@ stop_server "$FLOOR_PID"
 
 echo
 echo "== floor, replay, mock, record: 1 KiB JSON body, GET /bench =="
-print_table floor replay mock record "replay fixed:0ms" "replay faults:0%"
-print_ratios floor replay mock record
+print_table floor replay mock nginx record "replay fixed:0ms" "replay faults:0%"
+print_ratios floor replay mock nginx record
 
 echo
 echo "== record mode =="
@@ -426,8 +507,33 @@ done
 echo "exchanges stored: $REC_ROWS for $REC_REQ_TOTAL answered requests (wrk does not count" \
     "the ones in flight when a run ends); stored at $REC_RPS exchanges/s at $CONNS connections"
 echo "floor CPU while serving record's load: $(awk -v t="$FLOOR_CPU_DURING_RECORD" \
-    -v hz="$CLK_TCK" -v r="${R_REQ[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
+    -v hz="$CLK_TCK" -v r="${R_ALL[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
     "(not in record's cpu/req)"
+echo "upstream connections open at the end of record's runs: $REC_UPSTREAM_CONNS;" \
+    "sockets in TIME_WAIT on the floor's port: $REC_TIME_WAIT ($TW_BEFORE before record's runs)"
+
+if [ -n "$NGINX_URL" ]; then
+    up_cpu() { awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
+    UP_NGINX=$(up_cpu "$FLOOR_CPU_DURING_NGINX" "${R_ALL[nginx]}")
+    UP_RECORD=$(up_cpu "$FLOOR_CPU_DURING_RECORD" "${R_ALL[record]}")
+    echo
+    echo "== record against nginx (reverse proxy, upstream keepalive 64, stores nothing) =="
+    printf '%-30s %10s %10s %8s %18s\n' "" nginx record ratio target
+    printf '%-30s %10s %10s %8s %18s\n' "req/s at $CONNS connections" "${R_RPS[nginx]}" \
+        "${R_RPS[record]}" "$(ratio "${R_RPS[record]}" "${R_RPS[nginx]}")" ">= 0.6"
+    printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at $CONNS" "${R_CPU_N[nginx]}" \
+        "${R_CPU_N[record]}" "$(ratio "${R_CPU_N[record]}" "${R_CPU_N[nginx]}")" "<= 2"
+    printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at 1" "${R_CPU_1[nginx]}" \
+        "${R_CPU_1[record]}" "$(ratio "${R_CPU_1[record]}" "${R_CPU_1[nginx]}")" "<= 2"
+    printf '%-30s %10s %10s %8s %18s\n' "upstream CPU µs/req" "$UP_NGINX" "$UP_RECORD" \
+        "$(ratio "$UP_RECORD" "${R_CPU_N[floor]}")" "<= 1.5 x direct"
+    echo "  upstream CPU direct (the floor's own cpu/req@$CONNS): ${R_CPU_N[floor]} µs;" \
+        "through a proxy: the floor's CPU over the proxy's measured runs (1 and $CONNS" \
+        "connections) per request; the ratio is record's against direct"
+    printf '  TTFB, one kept-alive connection, median: direct %s µs, nginx %s µs, record %s µs\n' \
+        "$(median_us "$T/ttfb-direct-ka")" "$(median_us "$T/ttfb-nginx-ka")" \
+        "$(median_us "$T/ttfb-record-ka")"
+fi
 
 echo
 echo "== latency model overhead: --latency fixed:0ms against none =="

@@ -5,9 +5,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(build-essential cmake pkg-config libcurl4-openssl-dev libmicrohttpd-dev
-          libsqlite3-dev libcjson-dev zlib1g-dev sqlite3 curl python3 python3-pytest
-          python3-pip python3-setuptools python3-wheel python3-venv python3-wheel-whl git
-          openssl libssl-dev libgnutls28-dev "$@")
+          libsqlite3-dev libcjson-dev zlib1g-dev libbrotli-dev libzstd-dev sqlite3 curl
+          python3 python3-pytest python3-pip python3-setuptools python3-wheel python3-venv
+          python3-wheel-whl git openssl libssl-dev libgnutls28-dev python3-brotli
+          python3-zstandard nghttp2-server "$@")
 # Node and npm: Debian's packages, unless a node and npm are already there (NodeSource's
 # nodejs bundles npm and conflicts with Debian's npm package).
 command -v node >/dev/null || packages+=(nodejs)

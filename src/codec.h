@@ -1,5 +1,6 @@
-/* codec — decodes gzip and deflate response bodies as they stream, so recordings hold
- * readable bodies and each recorded chunk's size is in decoded bytes.
+/* codec — decodes gzip, deflate, br (libbrotli) and zstd (libzstd) response bodies as they
+ * stream, so recordings hold readable bodies and each recorded chunk's size is in decoded
+ * bytes. Output is capped by the struct buf it goes into.
  *
  * Pure: no I/O. One struct codec per body.
  */
@@ -13,7 +14,7 @@
 struct codec;
 
 /* A decoder for a Content-Encoding value; NULL when the encoding is not one apisim decodes
- * (identity, br, zstd, ...) or out of memory. */
+ * (identity, compress, ...) or out of memory. */
 struct codec *codec_new(const char *encoding);
 
 /* Decode n more bytes, appending to out. Returns 0, or -1 when the input is not valid for

@@ -600,8 +600,6 @@ static int run_server(int argc, char **argv)
                               .idle_timeout_us = client_timeout_us};
     struct server_options so = {
         .listen = o.listen ? o.listen : "127.0.0.1:8080",
-        /* Forwarding blocks on the upstream: give each connection its own thread. */
-        .thread_per_connection = is_record || on_miss != ON_MISS_ERROR,
         .max_body = max_body,
         .max_connections = (unsigned)max_conn,
         .client_timeout_us = client_timeout_us,
@@ -622,6 +620,7 @@ static int run_server(int argc, char **argv)
     log_msg(LOG_INFO, "%s: %s%s%s", o.command, is_mock ? "mock server" : db,
             o.upstream ? " <-> " : "", o.upstream ? o.upstream : "");
     server_wait_for_signal(srv);
+    proxy_stop(proxy); /* wakes what still waits on an upstream: the server then stops */
     server_free(srv);
     srv = NULL;
     rc = 0;

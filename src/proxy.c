@@ -4,17 +4,24 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
 #include "log.h"
+#include "upstream.h"
 
 #define PROXY_MAX_RESPONSE_HEADERS 512
 #define PROXY_MAX_HEADER_LINE (64 * 1024)
-/* How much of a streamed body may wait for a slow client before curl is paused. */
+/* How much of a streamed body may wait for a slow client before the upstream is paused. */
 #define PROXY_PENDING_CAP (4u * 1024 * 1024)
+/* A response complete before the client has its head is sent whole (committed first) up
+ * to this size; a larger one streams, and is stored once the client has taken it all. */
+#define PROXY_WHOLE_MAX (64u * 1024)
+
+struct transfer;
 
 struct proxy {
     struct proxy_options opt;
@@ -22,40 +29,45 @@ struct proxy {
     char *base_scheme;    /* the upstream's scheme and authority, stored with each exchange */
     char *base_authority; /* forwarded to it */
     struct curl_slist *connect_to; /* --connect-to, as curl takes it */
-    /* DNS and TLS sessions shared by every thread's transfers (a TLS upstream resumes
-     * sessions instead of full handshakes). Connections are deliberately not shared: on
-     * a reused connection an upstream that writes head and body separately meets Nagle
-     * and delayed ACKs, and the recorded time to first byte grows by 40 ms that a
-     * client's own fresh connection would not see. */
+    struct upstream *up;
+    /* DNS and TLS sessions shared by every loop's transfers (a TLS upstream resumes
+     * sessions instead of full handshakes); connections are cached per loop. */
     CURLSH *share;
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
     atomic_int_least64_t seq;
     atomic_uint_least64_t recorded;
+    atomic_int stopping;
+    /* Every live transfer, so that proxy_stop() can wake the connections waiting on one. */
+    pthread_mutex_t live_mu;
+    struct transfer *live;
 };
 
-/* One forwarded request, from the handler to the end of its response. */
+/* One forwarded request, from the handler to the end of its response. Shared by the
+ * client's side (the server's worker threads: ready and the content reader), the upstream
+ * loop (curl's callbacks, done, kick) and the store's writer (the commit's notice); freed
+ * when the last of them lets go (refs). */
 struct transfer {
+    struct upstream_job job;
     struct proxy *px;
-    CURL *easy;
-    CURLM *multi;
+    atomic_int refs;
+    struct transfer *live_prev, *live_next;
+    struct MHD_Connection *conn;
     struct curl_slist *req_headers;
     char errbuf[CURL_ERROR_SIZE];
-    struct exchange *ex; /* what will be stored; owns copies of the request */
-    int record;          /* store it (0: spy forwarding only) */
-
+    int record; /* store it (0: spy forwarding only) */
+    void (*on_stored)(void *cls, int64_t id);
+    void *on_stored_cls;
     int64_t start_mono;
+    char what[160];   /* "METHOD /path" for log lines */
+    char origin[300]; /* "scheme://authority" the request went to */
+
+    /* Loop thread only, until done() (then read by the client's side under mu). */
+    struct exchange *ex; /* what will be stored; owns copies of the request */
     int status;
-    int headers_done; /* the blank line after the final response head was seen */
-    int done;         /* curl finished (well or not) */
-    CURLcode result;
+    int head_seen;
     int too_many_headers;
-
-    struct buf pending; /* raw bytes received and not yet given to the client */
-    size_t pending_off; /* bytes of pending already given */
-    int paused;
-
-    struct codec *codec; /* decoder when the body is gzip/deflate */
-    int codec_checked;   /* the response's Content-Encoding has been looked at */
+    struct codec *codec; /* decoder when the body is gzip, deflate, br or zstd */
+    int codec_checked;
     int decode_failed;
     struct buf raw;     /* raw body as received (kept when it cannot be decoded) */
     struct buf decoded; /* decoded body */
@@ -63,12 +75,24 @@ struct transfer {
     struct chunk *chunks;
     size_t nchunks, capchunks;
 
-    int finished; /* exchange handed to the store */
-    int64_t id;
-    int64_t last_data_mono; /* when the upstream last sent something (stall detection) */
+    pthread_mutex_t mu; /* guards everything below */
+    int head_ready;     /* the head (or the failure) can be answered */
+    int failed;         /* no usable head: answer failure_body with 502 */
+    char *failure_body;
+    struct headers resp_headers; /* the head as the client gets it */
+    uint64_t stream_size;        /* Content-Length of the body, MHD_SIZE_UNKNOWN when none */
+    int upstream_done;
+    CURLcode result;
+    int head_taken;     /* the client's response has been made from the head */
+    int submitted;      /* the exchange went to the store's writer */
+    int settled;        /* the exchange is committed (or held, or failed, or not stored) */
+    struct buf pending; /* body bytes received and not yet given to the client */
+    size_t pending_off; /* bytes of pending already given */
+    uint64_t given;     /* body bytes given to the client */
+    int paused;         /* the upstream is paused until the client takes data */
+    int client_waiting; /* the client's connection is suspended until something changes */
+    int client_gone;    /* the server let go of the response */
     int failure_logged;
-    char what[160];   /* "METHOD /path" for log lines, valid after ex is handed over */
-    char origin[300]; /* "scheme://authority" the request went to */
 };
 
 int proxy_check_upstream(const char *url, char *err)
@@ -148,24 +172,12 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
     if (opt->upstream && proxy_check_upstream(opt->upstream, err) < 0)
         return -1;
     struct proxy *px = calloc(1, sizeof *px);
-    if (!px || (opt->upstream && (!(px->base = strdup(opt->upstream)) || split_base(px) < 0))) {
-        proxy_free(px);
+    if (!px) {
         snprintf(err, APISIM_ERR_LEN, "out of memory");
         return -1;
     }
-    size_t n = px->base ? strlen(px->base) : 0;
-    while (n > 0 && px->base[n - 1] == '/')
-        px->base[--n] = '\0';
     px->opt = *opt;
-    for (const char *const *r = opt->connect_to; r && *r; r++) {
-        struct curl_slist *l = curl_slist_append(px->connect_to, *r);
-        if (!l) {
-            proxy_free(px);
-            snprintf(err, APISIM_ERR_LEN, "out of memory");
-            return -1;
-        }
-        px->connect_to = l;
-    }
+    pthread_mutex_init(&px->live_mu, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&px->share_locks[i], NULL);
     if ((px->share = curl_share_init())) {
@@ -175,8 +187,26 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
         curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
         curl_share_setopt(px->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     }
+    if (opt->upstream && (!(px->base = strdup(opt->upstream)) || split_base(px) < 0)) {
+        proxy_free(px);
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        return -1;
+    }
+    size_t n = px->base ? strlen(px->base) : 0;
+    while (n > 0 && px->base[n - 1] == '/')
+        px->base[--n] = '\0';
+    for (const char *const *r = opt->connect_to; r && *r; r++) {
+        struct curl_slist *l = curl_slist_append(px->connect_to, *r);
+        if (!l) {
+            proxy_free(px);
+            snprintf(err, APISIM_ERR_LEN, "out of memory");
+            return -1;
+        }
+        px->connect_to = l;
+    }
     int64_t seq = 0;
-    if (opt->store && store_max_seq(opt->store, opt->session, &seq, err) < 0) {
+    if ((opt->store && store_max_seq(opt->store, opt->session, &seq, err) < 0) ||
+        upstream_new(&px->up, opt->loops, err) < 0) {
         proxy_free(px);
         return -1;
     }
@@ -185,13 +215,35 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
     return 0;
 }
 
+void proxy_stop(struct proxy *px)
+{
+    if (!px)
+        return;
+    atomic_store(&px->stopping, 1);
+    /* Every transfer ends (done() runs for each), then every connection still waiting on
+     * one is woken: the server may not stop with a suspended connection. */
+    upstream_stop(px->up);
+    pthread_mutex_lock(&px->live_mu);
+    for (struct transfer *t = px->live; t; t = t->live_next) {
+        pthread_mutex_lock(&t->mu);
+        if (t->client_waiting) {
+            t->client_waiting = 0;
+            MHD_resume_connection(t->conn);
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_unlock(&px->live_mu);
+}
+
 void proxy_free(struct proxy *px)
 {
     if (!px)
         return;
+    upstream_free(px->up);
     curl_share_cleanup(px->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&px->share_locks[i]);
+    pthread_mutex_destroy(&px->live_mu);
     curl_slist_free_all(px->connect_to);
     free(px->base_scheme);
     free(px->base_authority);
@@ -206,39 +258,124 @@ uint64_t proxy_recorded(const struct proxy *px)
 
 /* ---- the transfer ---------------------------------------------------------------------- */
 
-static void transfer_free(struct transfer *t)
+static struct transfer *job_transfer(struct upstream_job *job)
 {
-    if (!t)
+    return (struct transfer *)(void *)((char *)job - offsetof(struct transfer, job));
+}
+
+static void transfer_release(struct transfer *t)
+{
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
-    if (t->multi && t->easy)
-        curl_multi_remove_handle(t->multi, t->easy);
-    curl_easy_cleanup(t->easy);
-    curl_multi_cleanup(t->multi);
+    struct proxy *px = t->px;
+    if (px) {
+        pthread_mutex_lock(&px->live_mu);
+        if (t->live_prev)
+            t->live_prev->live_next = t->live_next;
+        else if (px->live == t)
+            px->live = t->live_next;
+        if (t->live_next)
+            t->live_next->live_prev = t->live_prev;
+        pthread_mutex_unlock(&px->live_mu);
+    }
+    curl_easy_cleanup(t->job.easy);
     curl_slist_free_all(t->req_headers);
     exchange_free(t->ex);
+    headers_free(&t->resp_headers);
+    free(t->failure_body);
     buf_free(&t->pending);
     buf_free(&t->raw);
     buf_free(&t->decoded);
     codec_free(t->codec);
     free(t->chunks);
+    pthread_mutex_destroy(&t->mu);
     free(t);
+}
+
+/* Body bytes the client may take now: all that is pending, but the last byte of a body of
+ * known length, which waits for the commit. With t->mu held. */
+static size_t can_give(const struct transfer *t)
+{
+    size_t left = t->pending.len - t->pending_off;
+    if (left > 0 && t->stream_size != MHD_SIZE_UNKNOWN && t->given + left >= t->stream_size &&
+        !(t->upstream_done && t->settled))
+        left--;
+    return left;
+}
+
+/* Whether the client's side would get further if woken. With t->mu held. */
+static int client_can_progress(const struct transfer *t)
+{
+    if (!t->head_taken)
+        return t->head_ready && (t->settled || !t->submitted);
+    return can_give(t) > 0 || (t->upstream_done && (t->settled || !t->submitted));
+}
+
+/* Wake the client's connection if it waits and has something to do now. With t->mu held. */
+static void wake_client(struct transfer *t)
+{
+    if (!t->client_waiting || !client_can_progress(t))
+        return;
+    t->client_waiting = 0;
+    MHD_resume_connection(t->conn);
+}
+
+static void on_kick(struct upstream_job *job)
+{
+    struct transfer *t = job_transfer(job);
+    pthread_mutex_lock(&t->mu);
+    wake_client(t);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The final head is complete: give it to the client's side. Loop thread. */
+static void publish_head(struct transfer *t)
+{
+    struct headers h = {0};
+    int ok = 1;
+    for (size_t i = 0; i < t->ex->response_headers.n; i++) {
+        const struct header *hd = &t->ex->response_headers.v[i];
+        if (header_is_hop_by_hop(hd->name))
+            continue;
+        if (headers_add(&h, hd->name, hd->value) < 0)
+            ok = 0;
+    }
+    uint64_t size = MHD_SIZE_UNKNOWN;
+    const char *cl = headers_get(&t->ex->response_headers, "content-length");
+    if (cl && !headers_get(&t->ex->response_headers, "transfer-encoding"))
+        size = strtoull(cl, NULL, 10);
+    t->ex->status = t->status;
+    pthread_mutex_lock(&t->mu);
+    if (ok) {
+        t->resp_headers = h;
+        t->stream_size = size;
+        t->head_ready = 1;
+    } else {
+        headers_free(&h);
+    }
+    pthread_mutex_unlock(&t->mu);
+    upstream_kick(&t->job);
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *cls)
 {
     struct transfer *t = cls;
     size_t n = size * nmemb;
+    t->job.last_active_us = now_mono_us();
     if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
         /* A new response head (after 1xx, the final one replaces it). */
         headers_free(&t->ex->response_headers);
-        t->headers_done = 0;
         const char *sp = memchr(data, ' ', n);
         t->status = sp ? (int)strtol(sp + 1, NULL, 10) : 0;
         return n;
     }
     if (n <= 2 && (n == 0 || data[0] == '\r' || data[0] == '\n')) {
-        if (t->status >= 200)
-            t->headers_done = 1;
+        if (t->status >= 200 && !t->head_seen) {
+            t->head_seen = 1;
+            if (t->ex->ttfb_us == 0)
+                t->ex->ttfb_us = now_mono_us() - t->start_mono;
+            publish_head(t);
+        }
         return n;
     }
     if (t->ex->response_headers.n >= PROXY_MAX_RESPONSE_HEADERS || n > PROXY_MAX_HEADER_LINE) {
@@ -275,106 +412,69 @@ static void note_chunk(struct transfer *t, size_t size)
     t->nchunks++;
 }
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
+/* What is kept for the store: the raw body, and the decoded one when it is encoded. */
+static void keep_for_store(struct transfer *t, const char *data, size_t n)
 {
-    struct transfer *t = cls;
-    size_t n = size * nmemb;
-    t->last_data_mono = now_mono_us();
-    if (!t->headers_done)
-        t->headers_done = 1;
-    if (t->ex->ttfb_us == 0)
-        t->ex->ttfb_us = now_mono_us() - t->start_mono;
-    if (t->pending.len - t->pending_off > PROXY_PENDING_CAP) {
-        t->paused = 1;
-        return CURL_WRITEFUNC_PAUSE; /* the client is slow: stop reading the upstream */
-    }
-    /* Compact what the client has already taken. */
-    if (t->pending_off > 0 && t->pending_off == t->pending.len) {
-        t->pending.len = 0;
-        t->pending_off = 0;
-    }
-    if (buf_append(&t->pending, data, n) < 0)
-        return 0;
-    if (t->record && !t->codec_checked) {
-        /* The head is complete once body bytes flow: pick the decoder now. */
+    if (!t->codec_checked) {
         const char *enc = headers_get(&t->ex->response_headers, "content-encoding");
         t->codec = enc ? codec_new(enc) : NULL;
         t->codec_checked = 1;
     }
-    if (t->record && !t->truncated) {
-        size_t before = t->codec ? t->decoded.len : t->raw.len;
-        if (buf_append(&t->raw, data, n) < 0) {
-            t->truncated = 1;
-        } else if (t->codec && !t->decode_failed) {
-            if (codec_feed(t->codec, data, n, &t->decoded) < 0)
-                t->decode_failed = 1;
-        }
-        if (!t->truncated)
-            note_chunk(t, (t->codec && !t->decode_failed ? t->decoded.len : t->raw.len) - before);
+    if (t->truncated)
+        return;
+    size_t before = t->codec ? t->decoded.len : t->raw.len;
+    if (buf_append(&t->raw, data, n) < 0) {
+        t->truncated = 1;
+        return;
     }
+    if (t->codec && !t->decode_failed && codec_feed(t->codec, data, n, &t->decoded) < 0)
+        t->decode_failed = 1;
+    note_chunk(t, (t->codec && !t->decode_failed ? t->decoded.len : t->raw.len) - before);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *cls)
+{
+    struct transfer *t = cls;
+    size_t n = size * nmemb;
+    t->job.last_active_us = now_mono_us();
+    if (!t->head_seen) {
+        /* A body without a blank line seen (HTTP/0.9-like answers): the head is done. */
+        t->head_seen = 1;
+        if (t->ex->ttfb_us == 0)
+            t->ex->ttfb_us = now_mono_us() - t->start_mono;
+        publish_head(t);
+    }
+    if (t->ex->ttfb_us == 0)
+        t->ex->ttfb_us = now_mono_us() - t->start_mono;
+    pthread_mutex_lock(&t->mu);
+    if (t->client_gone) {
+        pthread_mutex_unlock(&t->mu);
+        return 0; /* nobody to give it to: end the transfer (stored as incomplete) */
+    }
+    if (t->pending.len - t->pending_off > PROXY_PENDING_CAP) {
+        t->paused = 1;
+        t->job.paused = 1;
+        pthread_mutex_unlock(&t->mu);
+        return CURL_WRITEFUNC_PAUSE; /* the client is slow: stop reading the upstream */
+    }
+    /* Drop what the client has already taken: all of it, or a large prefix of a stream
+     * the client keeps just behind. */
+    if (t->pending_off > 0 && t->pending_off == t->pending.len) {
+        t->pending.len = 0;
+        t->pending_off = 0;
+    } else if (t->pending_off >= PROXY_PENDING_CAP / 4) {
+        memmove(t->pending.p, t->pending.p + t->pending_off, t->pending.len - t->pending_off);
+        t->pending.len -= t->pending_off;
+        t->pending_off = 0;
+    }
+    int rc = buf_append(&t->pending, data, n);
+    pthread_mutex_unlock(&t->mu);
+    if (rc < 0)
+        return 0;
+    if (t->record)
+        keep_for_store(t, data, n);
+    upstream_kick(&t->job);
     return n;
-}
-
-/* Run curl until cond(t) holds or the transfer ends; waits on the sockets, never spins.
- * --upstream-timeout bounds the time to the response head (from the request's arrival) and
- * every stall after it: time spent here with nothing arriving. (curl's own low-speed check
- * averages over several seconds, so a stall after a burst would pass unnoticed that long.) */
-static void drive(struct transfer *t, int (*cond)(const struct transfer *))
-{
-    int64_t entered = now_mono_us();
-    int64_t limit = t->px->opt.upstream_timeout_us;
-    while (!t->done && !cond(t)) {
-        int running = 0;
-        if (t->paused && t->pending.len - t->pending_off <= PROXY_PENDING_CAP / 2) {
-            t->paused = 0;
-            curl_easy_pause(t->easy, CURLPAUSE_CONT);
-        }
-        CURLMcode mc = curl_multi_perform(t->multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(t->multi, &left))) {
-            if (msg->msg == CURLMSG_DONE) {
-                t->done = 1;
-                t->result = msg->data.result;
-            }
-        }
-        if (mc != CURLM_OK && !t->done) {
-            t->done = 1;
-            t->result = CURLE_FAILED_INIT;
-        }
-        if (t->done || cond(t))
-            break;
-        if (t->paused)
-            break; /* the client must take data first */
-        int64_t now = now_mono_us();
-        int64_t since = t->last_data_mono > entered ? t->last_data_mono : entered;
-        if ((!t->headers_done && now - t->start_mono > limit) ||
-            (t->headers_done && now - since > limit)) {
-            t->done = 1;
-            t->result = CURLE_OPERATION_TIMEDOUT;
-            snprintf(t->errbuf, sizeof t->errbuf,
-                     "nothing received from the upstream for %lld ms (--upstream-timeout)",
-                     (long long)((now - (t->headers_done ? since : t->start_mono)) / 1000));
-            break;
-        }
-        curl_multi_poll(t->multi, NULL, 0, 200, NULL);
-    }
-}
-
-static int cond_headers(const struct transfer *t)
-{
-    return t->headers_done;
-}
-
-static int cond_data(const struct transfer *t)
-{
-    return t->pending.len - t->pending_off > 1;
-}
-
-static int cond_never(const struct transfer *t)
-{
-    (void)t;
-    return 0;
 }
 
 /* A sentence for a transport failure, and the key word tests and users match on. */
@@ -391,12 +491,16 @@ static const char *failure_cause(CURLcode rc)
     case CURLE_SEND_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
         return "connection reset";
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CACERT_BADFILE:
         return "TLS certificate rejected (use --insecure to accept it)";
+    case CURLE_ABORTED_BY_CALLBACK:
+        return "apisim stopped before the upstream answered";
     default:
         return "upstream transfer failed";
     }
@@ -437,10 +541,12 @@ static int add_request_header(struct transfer *t, const char *name, const char *
     return 0;
 }
 
-/* Where a request goes: its own host when proxied (absolute form, CONNECT tunnel), else
- * the upstream. Sets the exchange's scheme and authority and t->origin. Returns 0 or -1. */
-static int target_of(const struct proxy *px, const struct server_request *req, struct transfer *t,
-                     struct buf *url)
+/* Which URL a request goes to: its own host when proxied (absolute form, CONNECT tunnel),
+ * else the upstream's base (with its path prefix); then the request's raw path and query.
+ * The one place that decides it. Sets the exchange's scheme and authority and t->origin.
+ * Returns 0 or -1. */
+static int proxy_target_url(const struct proxy *px, const struct server_request *req,
+                            struct transfer *t, struct buf *url)
 {
     const char *scheme = req->authority ? req->scheme : px->base_scheme;
     const char *authority = req->authority ? req->authority : px->base_authority;
@@ -460,9 +566,13 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     struct buf url = {.max = 1024 * 1024};
     if (!t)
         goto oom;
+    pthread_mutex_init(&t->mu, NULL);
+    atomic_init(&t->refs, 1);
     t->px = px;
     t->record = record;
+    t->conn = req->conn;
     t->start_mono = req->received_mono_us;
+    t->stream_size = MHD_SIZE_UNKNOWN;
     snprintf(t->what, sizeof t->what, "%s %s", req->method, req->path);
     t->raw.max = px->opt.max_record_body ? px->opt.max_record_body : 0;
     t->decoded.max = t->raw.max;
@@ -475,12 +585,14 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     ex->path = strdup(req->path);
     ex->query = strdup(req->query);
     ex->started_us = req->received_us;
-    ex->seq = atomic_fetch_add(&px->seq, 1) + 1;
+    if (record)
+        ex->seq = atomic_fetch_add(&px->seq, 1) + 1;
     if (!ex->session || !ex->source || !ex->method || !ex->path || !ex->query)
         goto oom;
     for (size_t i = 0; i < req->headers.n; i++)
         if (headers_add(&ex->request_headers, req->headers.v[i].name, req->headers.v[i].value) < 0)
             goto oom;
+    /* The exchange's copy is also what curl sends: it outlives the server's request. */
     if (req->body_len) {
         if (!(ex->request_body = malloc(req->body_len)))
             goto oom;
@@ -488,7 +600,7 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
         ex->request_body_len = req->body_len;
     }
 
-    if (target_of(px, req, t, &url) < 0)
+    if (proxy_target_url(px, req, t, &url) < 0)
         goto oom;
     for (size_t i = 0; i < req->headers.n; i++) {
         const char *name = req->headers.v[i].name;
@@ -507,11 +619,10 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     if (!headers_get(&req->headers, "user-agent"))
         t->req_headers = curl_slist_append(t->req_headers, "User-Agent:");
 
-    CURL *e = t->easy = curl_easy_init();
-    if (!e || !(t->multi = curl_multi_init()))
+    CURL *e = t->job.easy = curl_easy_init();
+    if (!e)
         goto oom;
     curl_easy_setopt(e, CURLOPT_URL, url.p);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     if (px->share)
         curl_easy_setopt(e, CURLOPT_SHARE, px->share);
@@ -523,11 +634,14 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    /* HTTP/2 when a TLS upstream offers it by ALPN, HTTP/1.1 otherwise; a new transfer
+     * waits for a connection being set up rather than opening a second one, so h2 streams
+     * share one connection. */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     long timeout_ms = (long)(px->opt.upstream_timeout_us / 1000);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L);
-    /* A stream that stalls longer than the timeout is a failure; a long live one is not. */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1L);
     if (px->opt.insecure) {
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -540,28 +654,27 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
                strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body_len ? (const char *)req->body : "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+                         ex->request_body ? (const char *)ex->request_body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ex->request_body_len);
         /* curl would add a form content type; keep exactly what the client sent. */
         if (!headers_get(&req->headers, "content-type"))
             t->req_headers = curl_slist_append(t->req_headers, "Content-Type:");
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
     }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->req_headers);
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-    if (curl_multi_add_handle(t->multi, e) != CURLM_OK)
-        goto oom;
     buf_free(&url);
     return t;
 oom:
     snprintf(err, APISIM_ERR_LEN, "out of memory preparing the upstream request");
     buf_free(&url);
-    transfer_free(t);
+    transfer_release(t);
     return NULL;
 }
 
 /* Move the recorded response into the exchange: decoded body, redaction, timings. */
-static void build_exchange(struct transfer *t)
+static void build_exchange(struct transfer *t, int client_gone)
 {
     struct exchange *ex = t->ex;
     const struct proxy_options *o = &t->px->opt;
@@ -573,10 +686,11 @@ static void build_exchange(struct transfer *t)
                                                       .headers = &ex->request_headers,
                                                       .body = ex->request_body,
                                                       .body_len = ex->request_body_len});
-    if (!t->done || t->result != CURLE_OK || t->truncated)
+    if (t->result != CURLE_OK || t->truncated || client_gone)
         ex->complete = 0;
-    /* The upstream failed after its head: the cause is kept, so replay can repeat it. */
-    if (t->done && t->result != CURLE_OK && !ex->error)
+    /* The upstream failed after its head: the cause is kept, so replay can repeat it (a
+     * client that went away is not the upstream's failure). */
+    if (t->result != CURLE_OK && !ex->error && !client_gone)
         ex->error = strdup(failure_cause(t->result));
     struct buf *body = &t->raw;
     const char *enc = headers_get(&ex->response_headers, "content-encoding");
@@ -622,161 +736,287 @@ static void build_exchange(struct transfer *t)
     }
 }
 
-/* Hand the exchange to the writer; wait for the commit when the client is still there. */
-static void finish(struct transfer *t, int wait)
+/* The writer committed (or held, or failed to store) the exchange. Writer thread. */
+static void on_committed(void *cls, int rc, int64_t id)
 {
-    if (t->finished || !t->record)
+    struct transfer *t = cls;
+    if (rc == 0) {
+        atomic_fetch_add(&t->px->recorded, 1);
+        /* Before the client has its answer: a repeat it sends next must find it. */
+        if (t->on_stored)
+            t->on_stored(t->on_stored_cls, id);
+    }
+    pthread_mutex_lock(&t->mu);
+    t->settled = 1;
+    wake_client(t);
+    pthread_mutex_unlock(&t->mu);
+    transfer_release(t);
+}
+
+static void on_committed(void *cls, int rc, int64_t id);
+
+/* Hand the exchange to the store once the upstream is done and the client has taken all
+ * but the end (or will take it whole, or went away): what it stores as complete is what
+ * the client got. With t->mu held; force submits whatever the client has. */
+static void maybe_submit(struct transfer *t, int force)
+{
+    if (t->submitted || !t->upstream_done)
         return;
-    t->finished = 1;
-    build_exchange(t);
+    size_t left = t->pending.len - t->pending_off;
+    int caught_up = left == 0 || (t->stream_size != MHD_SIZE_UNKNOWN && left == 1 &&
+                                  t->given + 1 == t->stream_size);
+    int whole = !t->head_taken && left <= PROXY_WHOLE_MAX;
+    if (!force && !t->client_gone && !caught_up && !whole)
+        return;
+    t->submitted = 1;
+    if (!t->record || !t->px->opt.store) {
+        t->settled = 1;
+        return;
+    }
+    build_exchange(t, t->client_gone);
     struct exchange *ex = t->ex;
     t->ex = NULL;
-    if (store_submit(t->px->opt.store, ex, wait, &t->id) == 0)
-        atomic_fetch_add(&t->px->recorded, 1);
+    atomic_fetch_add(&t->refs, 1); /* the writer's, until on_committed */
+    if (store_submit_notify(t->px->opt.store, ex, on_committed, t) < 0) {
+        atomic_fetch_sub(&t->refs, 1);
+        t->settled = 1;
+    }
+}
+
+/* The upstream transfer is over. Loop thread. */
+static void on_done(struct upstream_job *job, CURLcode result)
+{
+    struct transfer *t = job_transfer(job);
+    t->result = result;
+    pthread_mutex_lock(&t->mu);
+    int gone = t->client_gone;
+    /* Failed before the client had anything: it gets a 502, never a short answer. */
+    int failed = !gone && (!t->head_seen || !t->head_ready || t->too_many_headers ||
+                           (result != CURLE_OK && !t->head_taken));
+    if (failed)
+        t->head_ready = 0;
+    pthread_mutex_unlock(&t->mu);
+    if (result != CURLE_OK && !gone && !failed) {
+        log_msg(LOG_WARN,
+                "%s: upstream failed mid-response (%s): %s; the client's response is cut "
+                "short and stored as incomplete",
+                t->what, failure_cause(result),
+                t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));
+    }
+    char *failure = NULL;
+    if (failed) {
+        /* No usable head: the client gets a 502 that says why, recorded as such. */
+        const char *cause = t->too_many_headers ? "response head too large" : failure_cause(result);
+        if (result == CURLE_OK)
+            t->result = CURLE_GOT_NOTHING;
+        log_msg(LOG_WARN, "%s: upstream %s: %s", t->what, cause,
+                t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
+        failure = failure_json(t, cause);
+        struct exchange *ex = t->ex;
+        headers_free(&ex->response_headers);
+        headers_add(&ex->response_headers, "Content-Type", "application/json");
+        ex->status = 502;
+        free(ex->error);
+        ex->error = strdup(cause);
+        ex->ttfb_us = now_mono_us() - t->start_mono;
+        buf_free(&t->raw);
+        buf_puts(&t->raw, failure ? failure : "{}");
+        t->codec_checked = 1;
+        codec_free(t->codec);
+        t->codec = NULL;
+        free(t->chunks);
+        t->chunks = NULL;
+        t->nchunks = 0;
+        t->result = CURLE_OK; /* the 502 itself is a complete answer */
+    }
+    pthread_mutex_lock(&t->mu);
+    if (failed) {
+        t->failed = 1;
+        t->failure_body = failure;
+        t->head_ready = 1;
+        headers_free(&t->resp_headers);
+        t->stream_size = MHD_SIZE_UNKNOWN;
+        t->pending_off = t->pending.len;
+    }
+    t->upstream_done = 1;
+    maybe_submit(t, failed);
+    wake_client(t);
+    pthread_mutex_unlock(&t->mu);
+    transfer_release(t); /* the loop's */
+}
+
+/* ---- the client's side (the server's worker threads) ----------------------------------- */
+
+/* Suspend the client's connection until wake_client() resumes it. With t->mu held. */
+static void wait_for_upstream(struct transfer *t)
+{
+    t->client_waiting = 1;
+    MHD_suspend_connection(t->conn);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct transfer *t = cls;
     (void)pos;
-    for (;;) {
-        size_t avail = t->pending.len - t->pending_off;
-        /* Keep the last byte back until the exchange is committed. */
-        size_t give = t->done ? avail : (avail > 1 ? avail - 1 : 0);
-        if (t->done && t->result != CURLE_OK && !t->failure_logged) {
-            t->failure_logged = 1;
-            log_msg(LOG_WARN,
-                    "%s: upstream failed mid-response (%s): %s; the client's "
-                    "response is cut short and stored as incomplete",
-                    t->what, failure_cause(t->result),
-                    t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
+    ssize_t ret = 0;
+    pthread_mutex_lock(&t->mu);
+    int stopping = atomic_load(&t->px->stopping);
+    size_t give = can_give(t);
+    if (give == 0 && stopping && t->pending.len > t->pending_off)
+        give = t->pending.len - t->pending_off; /* nothing waits for a commit any more */
+    if (give > 0) {
+        if (give > max)
+            give = max;
+        memcpy(out, t->pending.p + t->pending_off, give);
+        t->pending_off += give;
+        t->given += give;
+        if (t->paused && t->pending.len - t->pending_off <= PROXY_PENDING_CAP / 2) {
+            t->paused = 0;
+            upstream_unpause(&t->job);
         }
-        if (give > 0) {
-            if (t->done && give == avail)
-                finish(t, 1);
-            if (give > max)
-                give = max;
-            memcpy(out, t->pending.p + t->pending_off, give);
-            t->pending_off += give;
-            return (ssize_t)give;
+        maybe_submit(t, 0);
+        ret = (ssize_t)give;
+    } else if (t->upstream_done && (t->settled || stopping)) {
+        ret = t->result != CURLE_OK ? MHD_CONTENT_READER_END_WITH_ERROR
+                                    : MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (stopping) {
+        ret = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else {
+        maybe_submit(t, 1); /* the client has all but the end: store it */
+        if (t->settled) {
+            ret = t->result != CURLE_OK ? MHD_CONTENT_READER_END_WITH_ERROR
+                                        : MHD_CONTENT_READER_END_OF_STREAM;
+            if (can_give(t) > 0) { /* the held last byte is free now */
+                memcpy(out, t->pending.p + t->pending_off, 1);
+                t->pending_off++;
+                t->given++;
+                ret = 1;
+            }
+        } else {
+            wait_for_upstream(t);
+            ret = 0; /* called again once resumed */
         }
-        if (t->done) {
-            finish(t, 1);
-            return t->result != CURLE_OK ? MHD_CONTENT_READER_END_WITH_ERROR
-                                         : MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        drive(t, cond_data);
     }
+    pthread_mutex_unlock(&t->mu);
+    return ret;
 }
 
+/* The server let go of the response: the end of the exchange for the client's side. */
 static void stream_free(void *cls)
 {
     struct transfer *t = cls;
-    if (!t->done) {
+    pthread_mutex_lock(&t->mu);
+    t->client_waiting = 0;
+    if (!t->submitted && t->head_taken) {
         /* The client went away mid-stream: keep what arrived, marked incomplete. */
         log_msg(LOG_WARN, "%s: client disconnected before the end; stored as incomplete", t->what);
     }
-    finish(t, 0);
-    transfer_free(t);
+    t->client_gone = 1;
+    if (!t->upstream_done)
+        upstream_abort(&t->job);
+    else
+        maybe_submit(t, 1);
+    pthread_mutex_unlock(&t->mu);
+    transfer_release(t);
 }
 
-/* Prepare the client's response from the upstream's head. */
-static int answer_head(struct transfer *t, struct server_response *resp)
+/* The server's ready hook: fill resp from the upstream's head, or wait for it. */
+static int proxy_ready(void *cls, struct server_response *resp)
 {
-    resp->status = t->status;
-    for (size_t i = 0; i < t->ex->response_headers.n; i++) {
-        const struct header *h = &t->ex->response_headers.v[i];
-        if (header_is_hop_by_hop(h->name))
-            continue;
-        if (headers_add(&resp->headers, h->name, h->value) < 0)
-            return -1;
+    struct transfer *t = cls;
+    int rc = 1;
+    pthread_mutex_lock(&t->mu);
+    int stopping = atomic_load(&t->px->stopping);
+    if (!t->head_ready) {
+        if (!stopping) {
+            wait_for_upstream(t);
+            rc = 0;
+        } else {
+            server_response_error(resp, 503, "apisim is stopping");
+        }
+        goto out;
     }
-    return 0;
+    if (t->upstream_done)
+        maybe_submit(t, 0); /* small and complete: stored before it is sent whole */
+    if (t->submitted && !t->settled && !stopping) {
+        wait_for_upstream(t); /* for the commit */
+        rc = 0;
+        goto out;
+    }
+    t->head_taken = 1;
+    if (t->failed) {
+        char *body = t->failure_body;
+        t->failure_body = NULL;
+        if (body)
+            server_response_json(resp, 502, body);
+        else
+            rc = -1;
+        goto out;
+    }
+    resp->status = t->status;
+    for (size_t i = 0; i < t->resp_headers.n; i++)
+        if (headers_add(&resp->headers, t->resp_headers.v[i].name, t->resp_headers.v[i].value) < 0)
+            rc = -1;
+    if (t->upstream_done && t->submitted && t->result == CURLE_OK) {
+        /* Complete and committed already (a small answer usually is): send it whole. */
+        size_t n = t->pending.len - t->pending_off;
+        resp->body = malloc(n ? n : 1);
+        if (!resp->body) {
+            rc = -1;
+        } else {
+            memcpy(resp->body, t->pending.p + t->pending_off, n);
+            resp->body_len = n;
+            t->pending_off += n;
+            t->given += n;
+        }
+    } else {
+        resp->reader = stream_reader;
+        resp->stream_size = t->stream_size;
+        resp->quiet_us = t->px->opt.upstream_timeout_us; /* the longest pause let pass */
+    }
+out:
+    pthread_mutex_unlock(&t->mu);
+    return rc;
 }
 
-static int answer_failure(struct transfer *t, struct server_response *resp)
-{
-    const char *cause = t->too_many_headers ? "response head too large" : failure_cause(t->result);
-    log_msg(LOG_WARN, "%s %s: upstream %s: %s", t->ex->method, t->ex->path, cause,
-            t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result));
-    char *body = failure_json(t, cause);
-    if (!body)
-        return -1;
-    headers_free(&t->ex->response_headers);
-    headers_add(&t->ex->response_headers, "Content-Type", "application/json");
-    t->ex->status = 502;
-    t->ex->error = strdup(cause);
-    t->ex->ttfb_us = now_mono_us() - t->start_mono;
-    buf_free(&t->raw);
-    buf_puts(&t->raw, body);
-    free(t->chunks);
-    t->chunks = NULL;
-    t->nchunks = 0;
-    t->result = CURLE_OK; /* the 502 itself is a complete answer */
-    server_response_json(resp, 502, body);
-    return 0;
-}
-
-static int forward(struct proxy *px, struct server_request *req, struct server_response *resp,
-                   int record, int stream, int64_t *id_out)
+int proxy_forward(struct proxy *px, struct server_request *req, struct server_response *resp,
+                  int record, void (*on_stored)(void *cls, int64_t id), void *cls)
 {
     char err[APISIM_ERR_LEN];
+    if (atomic_load(&px->stopping)) {
+        server_response_error(resp, 503, "apisim is stopping");
+        return 0;
+    }
     struct transfer *t = transfer_new(px, req, record, err);
     if (!t) {
         log_msg(LOG_ERROR, "%s", err);
         return -1;
     }
-    drive(t, cond_headers);
-    if (t->done && (t->result != CURLE_OK || t->status == 0)) {
-        if (answer_failure(t, resp) < 0) {
-            transfer_free(t);
-            return -1;
-        }
-        finish(t, 1);
-        if (id_out)
-            *id_out = t->id;
-        transfer_free(t);
+    t->on_stored = on_stored;
+    t->on_stored_cls = cls;
+    t->job.done = on_done;
+    t->job.kick = on_kick;
+    t->job.timeout_us = px->opt.upstream_timeout_us;
+    t->job.last_active_us = t->start_mono;
+    t->job.errbuf = t->errbuf;
+    pthread_mutex_lock(&px->live_mu);
+    t->live_next = px->live;
+    if (px->live)
+        px->live->live_prev = t;
+    px->live = t;
+    pthread_mutex_unlock(&px->live_mu);
+    atomic_fetch_add(&t->refs, 1); /* the loop's, until on_done */
+    if (upstream_start(px->up, &t->job) < 0) {
+        atomic_fetch_sub(&t->refs, 1);
+        transfer_release(t);
+        server_response_error(resp, 503, "apisim is stopping");
         return 0;
     }
-    t->ex->status = t->status;
-    if (answer_head(t, resp) < 0) {
-        transfer_free(t);
-        return -1;
-    }
-    /* Small answers are usually complete by now: send them whole. */
-    if (!stream)
-        drive(t, cond_never);
-    if (t->done) {
-        if (t->result != CURLE_OK && !stream) {
-            headers_free(&resp->headers);
-            if (answer_failure(t, resp) < 0) {
-                transfer_free(t);
-                return -1;
-            }
-        } else {
-            size_t n = t->pending.len - t->pending_off;
-            resp->body = malloc(n ? n : 1);
-            if (!resp->body) {
-                transfer_free(t);
-                return -1;
-            }
-            memcpy(resp->body, t->pending.p + t->pending_off, n);
-            resp->body_len = n;
-        }
-        finish(t, 1);
-        if (id_out)
-            *id_out = t->id;
-        transfer_free(t);
-        return 0;
-    }
-    resp->reader = stream_reader;
+    /* The client's reference: the server releases it through reader_free. */
+    resp->ready = proxy_ready;
+    resp->ready_cls = t;
     resp->reader_cls = t;
     resp->reader_free = stream_free;
-    resp->quiet_us = px->opt.upstream_timeout_us; /* the longest pause drive() lets pass */
-    const char *cl = headers_get(&t->ex->response_headers, "content-length");
-    resp->stream_size = MHD_SIZE_UNKNOWN;
-    if (cl && !headers_get(&t->ex->response_headers, "transfer-encoding"))
-        resp->stream_size = strtoull(cl, NULL, 10);
     return 0;
 }
 
@@ -792,13 +1032,5 @@ int proxy_handle(void *app, struct server_request *req, struct server_response *
                               "curl -x) so they name their host");
         return 0;
     }
-    return forward(px, req, resp, 1, 1, NULL);
-}
-
-int proxy_forward_whole(struct proxy *px, struct server_request *req, struct server_response *resp,
-                        int record, int64_t *id_out)
-{
-    if (id_out)
-        *id_out = 0;
-    return forward(px, req, resp, record, 0, id_out);
+    return proxy_forward(px, req, resp, 1, NULL, NULL);
 }

@@ -1,10 +1,14 @@
-/* proxy — record mode: forwards each request to the upstream with libcurl, streams the
- * answer back as it arrives, and hands the exchange (redacted, bodies decoded, chunk
- * timings kept) to the store's writer.
+/* proxy — record mode: forwards each request to the upstream, streams the answer back
+ * as it arrives, and hands the exchange (redacted, bodies decoded, chunk timings kept) to
+ * the store's writer.
  *
- * Runs in the server's thread-per-connection mode: a request's thread drives its own
- * transfer. The last byte of a response reaches the client only after its exchange has
- * been committed, so a client that has its answer never loses it to kill -9.
+ * Event-driven: the handler hands the transfer to an upstream event loop (upstream.h) and
+ * returns at once; the server suspends the client's connection until the upstream's head
+ * is in (the response's ready hook), and the content reader gives every body byte as soon
+ * as it has arrived, suspending the connection while nothing is there. Nothing blocks a
+ * server thread. Only the end of the message (the last byte of a Content-Length body, the
+ * terminating chunk otherwise) waits for the exchange's commit, so a client that has its
+ * answer never loses it to kill -9.
  *
  * Upstream transport failures (refused, DNS, timeout, reset, TLS) answer 502 with a JSON
  * body naming the cause, and are recorded as such.
@@ -38,6 +42,7 @@ struct proxy_options {
      * system's). */
     const char *const *connect_to;
     const char *upstream_cacert;
+    unsigned loops; /* upstream event loops (0: one per core) */
 };
 
 /* Check that url is an absolute http(s) URL with a host. Returns 0 or -1 with err. */
@@ -52,12 +57,17 @@ void proxy_free(struct proxy *px);
  * answered 400 naming both fixes. */
 int proxy_handle(void *app, struct server_request *req, struct server_response *resp);
 
-/* Forward req and fill resp, recording into session; used by record mode and by replay's
- * --on-miss forward|record (record = 0 forwards without storing). Blocks until the
- * response is complete; returns 0, or -1 when out of memory. When id_out is not NULL it
- * gets the stored exchange's id (0 when not stored). */
-int proxy_forward_whole(struct proxy *px, struct server_request *req, struct server_response *resp,
-                        int record, int64_t *id_out);
+/* Forward req and set resp up to answer with the upstream's response (resp->ready and
+ * the reader), recording into session; used by record mode and by replay's --on-miss
+ * forward|record (record = 0 forwards without storing). Never blocks. When the exchange
+ * has been committed, on_stored(cls, id) is called (on the store's writer thread), before
+ * the client gets the end of its answer. Returns 0, or -1 when out of memory. */
+int proxy_forward(struct proxy *px, struct server_request *req, struct server_response *resp,
+                  int record, void (*on_stored)(void *cls, int64_t id), void *cls);
+
+/* Stop forwarding: transfers still running end (stored as incomplete), connections waiting
+ * on them are resumed, later requests get 503. Call before the server stops. */
+void proxy_stop(struct proxy *px);
 
 /* Exchanges recorded since start and the ones that failed to store. */
 uint64_t proxy_recorded(const struct proxy *px);

@@ -1215,41 +1215,44 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     return 0;
 }
 
-/* Forward a miss to the upstream (--on-miss forward|record). */
-static int forward_miss(struct replay *rp, struct server_request *req, struct server_response *resp,
-                        int64_t *matched)
+/* A miss recorded with --on-miss record is committed: index it, so that the same request
+ * in this run is answered from it (writer thread, before the client has its answer). */
+static void index_recorded_miss(void *cls, int64_t id)
 {
-    int record = rp->opt.on_miss == ON_MISS_RECORD;
-    int64_t id = 0;
-    if (proxy_forward_whole(rp->opt.proxy, req, resp, record, &id) < 0)
-        return -1;
-    *matched = id;
-    if (!record || id <= 0)
-        return 0;
-    /* The new exchange answers later identical requests of this run too. */
+    struct replay *rp = cls;
     char err[APISIM_ERR_LEN];
     sqlite3 *db = store_reader(rp->opt.store, err);
     struct exchange *ex = NULL;
-    if (db && store_get_exchange(db, id, &ex, err) == 0) {
-        pthread_rwlock_wrlock(&rp->lock);
-        if (index_exchange(rp, ex, 1, err) == 0) {
-            /* The request just made used the first answer of its new group. */
-            struct match_request mr = request_view(ex);
-            char *key = key_of(rp, &mr);
-            char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
-            struct group *g = key ? table_find(&rp->recorded, key, match_hash(key)) : NULL;
-            struct group *hg = hkey ? table_find(&rp->recorded, hkey, match_hash(hkey)) : NULL;
-            if (g && g->n == 1)
-                g->next = 1;
-            if (hg && hg->n == 1)
-                hg->next = 1;
-            free(key);
-            free(hkey);
-        }
-        pthread_rwlock_unlock(&rp->lock);
-        exchange_free(ex);
+    if (!db || store_get_exchange(db, id, &ex, err) != 0) {
+        log_msg(LOG_WARN, "--on-miss record: exchange %lld stored but not indexed: %s",
+                (long long)id, db ? err : "no reader");
+        return;
     }
-    return 0;
+    pthread_rwlock_wrlock(&rp->lock);
+    if (index_exchange(rp, ex, 1, err) == 0) {
+        /* The request just made used the first answer of its new group. */
+        struct match_request mr = request_view(ex);
+        char *key = key_of(rp, &mr);
+        char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
+        struct group *g = key ? table_find(&rp->recorded, key, match_hash(key)) : NULL;
+        struct group *hg = hkey ? table_find(&rp->recorded, hkey, match_hash(hkey)) : NULL;
+        if (g && g->n == 1)
+            g->next = 1;
+        if (hg && hg->n == 1)
+            hg->next = 1;
+        free(key);
+        free(hkey);
+    }
+    pthread_rwlock_unlock(&rp->lock);
+    exchange_free(ex);
+}
+
+/* Forward a miss to the upstream (--on-miss forward|record). The journal's "matched" stays
+ * null: the exchange is stored after the handler has returned. */
+static int forward_miss(struct replay *rp, struct server_request *req, struct server_response *resp)
+{
+    int record = rp->opt.on_miss == ON_MISS_RECORD;
+    return proxy_forward(rp->opt.proxy, req, resp, record, record ? index_recorded_miss : NULL, rp);
 }
 
 int replay_handle(void *app, struct server_request *req, struct server_response *resp)
@@ -1327,7 +1330,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
         goto out;
     }
     if (rp->opt.on_miss != ON_MISS_ERROR && rp->opt.proxy && !exhausted) {
-        rc = forward_miss(rp, req, resp, &matched);
+        rc = forward_miss(rp, req, resp);
         goto out;
     }
     if (!key)

@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +60,7 @@ struct server {
 enum req_state {
     REQ_COLLECTING, /* reading the body */
     REQ_READY,      /* answered by the handler; queued once its delay has passed */
+    REQ_WAITING,    /* the handler's answer is not ready yet (resp.ready) */
     REQ_QUEUED,
 };
 
@@ -163,21 +164,12 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-/* Wait for a delay: suspend (thread pool) or sleep (thread per connection, where the
- * thread belongs to this connection alone). Returns 1 when the connection was suspended
- * (the timer resumes it), 0 when the wait is over (slept, or the server is stopping). */
+/* Wait for a delay by suspending the connection. Returns 1 when the connection was
+ * suspended (the timer resumes it), 0 when the wait is over (the server is stopping, or no
+ * memory for a timer). */
 static int wait_until(struct req_ctx *ctx, int64_t deadline)
 {
     struct server *srv = ctx->srv;
-    if (srv->opt.thread_per_connection) {
-        int64_t left = deadline - now_mono_us();
-        if (left > 0) {
-            struct timespec ts = {.tv_sec = left / 1000000, .tv_nsec = (left % 1000000) * 1000};
-            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-                ;
-        }
-        return 0;
-    }
     pthread_mutex_lock(&srv->tmu);
     if (srv->timer_stop) {
         pthread_mutex_unlock(&srv->tmu);
@@ -331,7 +323,7 @@ static ssize_t stall(struct req_ctx *ctx)
                                               : "timeout");
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    if (wait_until(ctx, now + SERVER_STALL_CHECK_US) || srv->opt.thread_per_connection)
+    if (wait_until(ctx, now + SERVER_STALL_CHECK_US))
         return 0;                             /* called again after the wait */
     return MHD_CONTENT_READER_END_WITH_ERROR; /* stopping */
 }
@@ -347,7 +339,7 @@ static ssize_t reset_when_sent(struct req_ctx *ctx)
     int queued = 0;
     if (ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0 && ctx->flush_waits < SERVER_FLUSH_WAITS) {
         ctx->flush_waits++;
-        if (wait_until(ctx, now_mono_us() + 1000) || ctx->srv->opt.thread_per_connection)
+        if (wait_until(ctx, now_mono_us() + 1000))
             return 0;
     }
     socket_reset(fd);
@@ -416,13 +408,9 @@ static ssize_t pace_reader(void *cls, uint64_t pos, char *out, size_t max)
         due += ctx->pace_start;
         if (due > now && pos >= ctx->pace_allowed) {
             if (wait_until(ctx, due))
-                return 0; /* called again when the timer resumes the connection */
-            if (!ctx->srv->opt.thread_per_connection) {
-                ctx->pace_next = count; /* stopping: release the rest now */
-                break;
-            }
-            now = now_mono_us();
-            continue;
+                return 0;           /* called again when the timer resumes the connection */
+            ctx->pace_next = count; /* stopping: release the rest now */
+            break;
         }
         if (due > now)
             break;
@@ -468,24 +456,13 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
 }
 
 /* --client-timeout is for clients that go quiet. A response that is quiet by design (a
- * recorded stream's pause, a delay served by a sleeping thread) must not be cut by it: the
- * connection's timeout is raised to cover the longest such silence, for this request. */
+ * streamed upstream's pause) must not be cut by it: the connection's timeout is raised to
+ * cover the longest such silence, for this request. */
 static void stretch_timeout(struct req_ctx *ctx)
 {
     const struct server_response *r = &ctx->resp;
     struct server *srv = ctx->srv;
     int64_t quiet = r->quiet_us;
-    if (srv->opt.thread_per_connection) {
-        /* There delays and pacing sleep in the connection's thread. */
-        if (r->delay_us > quiet)
-            quiet = r->delay_us;
-        for (size_t i = 1; r->nchunks > 1 && i < r->nchunks; i++) {
-            int64_t gap = (int64_t)((double)(r->chunks[i].offset_us - r->chunks[i - 1].offset_us) *
-                                    r->chunk_factor);
-            if (gap > quiet)
-                quiet = gap;
-        }
-    }
     int64_t need = quiet / 1000000 + 1 + (int64_t)srv->client_timeout_s;
     if (quiet <= 0 || need <= (int64_t)srv->client_timeout_s)
         return;
@@ -717,24 +694,60 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return atomic_load(&srv->draining) ? MHD_NO : MHD_YES;
 }
 
-/* Counts open connections, for the --max-connections answer (503), and gives a
- * connection that came through a CONNECT tunnel its host (the front's socket context). */
+/* Counts open connections, for the --max-connections answer (503), turns Nagle off on each
+ * (a streamed event must not wait for the client's delayed ACK), and gives a connection that
+ * came through a CONNECT tunnel its host (the front's socket context). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
     struct server *srv = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add(&srv->connections, 1);
-        if (srv->front) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        int on = 1;
+        if (ci)
+            setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        if (srv->front)
             *socket_ctx = ci ? front_claim(srv->front, ci->connect_fd) : NULL;
-        }
     } else {
         atomic_fetch_sub(&srv->connections, 1);
         front_release(srv->front, *socket_ctx);
         *socket_ctx = NULL;
     }
+}
+
+/* A request that declares a body over --max-body: 1 (and ctx->too_large set), else 0. */
+static int declares_too_large(struct req_ctx *ctx)
+{
+    const char *cl = headers_get(&ctx->req.headers, "content-length");
+    if (!cl || !*cl)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    if (end == cl || *end)
+        return 0; /* not a number: libmicrohttpd answers 400 itself */
+    if (errno == ERANGE || n > ctx->srv->opt.max_body) {
+        ctx->too_large = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Ask the handler's pending answer whether it is ready; queue it when it is. */
+static enum MHD_Result answer_when_ready(struct req_ctx *ctx)
+{
+    int rc = ctx->resp.ready(ctx->resp.ready_cls, &ctx->resp);
+    if (rc == 0)
+        return MHD_YES; /* suspended: called again when resumed */
+    ctx->resp.ready = NULL;
+    if (rc < 0) {
+        response_clear(&ctx->resp);
+        ctx->resp.chunk_factor = 1.0;
+        server_response_error(&ctx->resp, 500, "apisim: internal error (see its stderr)");
+    }
+    return queue_response(ctx);
 }
 
 /* Decide the answer: limits, the control API, or the mode's handler. */
@@ -842,6 +855,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* First call: headers are in; answer on a later call so keep-alive survives. */
         if (setup_request(ctx, conn, method) < 0)
             return MHD_NO;
+        /* A declared body over the limit is refused before it is read, and instead of
+         * 100 Continue. Answering on this first call costs the connection's keep-alive:
+         * libmicrohttpd closes it after the answer, as it must with the body unread. */
+        if (declares_too_large(ctx)) {
+            dispatch(ctx);
+            return queue_response(ctx);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -853,6 +873,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     switch (ctx->state) {
     case REQ_COLLECTING:
         dispatch(ctx);
+        if (ctx->resp.ready) {
+            ctx->state = REQ_WAITING;
+            return answer_when_ready(ctx);
+        }
         if (ctx->resp.delay_us > 0 && !ctx->resp.reader) {
             ctx->state = REQ_READY;
             if (wait_until(ctx, ctx->req.received_mono_us + ctx->resp.delay_us))
@@ -861,6 +885,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return queue_response(ctx);
     case REQ_READY:
         return queue_response(ctx);
+    case REQ_WAITING:
+        return answer_when_ready(ctx);
     case REQ_QUEUED:
         return MHD_YES;
     }
@@ -985,18 +1011,13 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     unsigned threads = opt->threads ? opt->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1)
         threads = 1;
-    if (opt->thread_per_connection) {
-        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
-        threads = 0;
-    } else {
-        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-        if (pthread_create(&srv->timer_thread, NULL, timer_main, srv) != 0) {
-            snprintf(err, APISIM_ERR_LEN, "cannot start the timer thread");
-            free(srv);
-            return -1;
-        }
-        srv->timer_running = 1;
+    flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    if (pthread_create(&srv->timer_thread, NULL, timer_main, srv) != 0) {
+        snprintf(err, APISIM_ERR_LEN, "cannot start the timer thread");
+        free(srv);
+        return -1;
     }
+    srv->timer_running = 1;
     /* MHD clears a connection's whole pool between requests: its size is paid on every
      * request, so it stays at MHD's own default (a request head above it gets 431). */
     size_t mem = opt->max_header_bytes ? opt->max_header_bytes : 32 * 1024;

@@ -5,8 +5,12 @@
  * (the connection is suspended and resumed from the timer thread), the routing of
  * /__apisim/ to the control API, and the graceful stop on SIGINT/SIGTERM.
  *
- * Threading: replay and mock use an internal thread pool (handlers never block); record
- * uses a thread per connection because forwarding blocks on the upstream.
+ * Threading: every mode runs on an internal thread pool over epoll; handlers never block.
+ * A handler whose answer is not known yet (record mode waiting for the upstream) sets the
+ * response's ready hook: the connection is suspended until the hook's owner resumes it.
+ *
+ * A request that declares a body larger than --max-body (Content-Length) is answered 413
+ * on arrival, before any of the body is read (and instead of 100 Continue).
  *
  * Forward proxy (record, replay: options.front): the front (front.h) owns the listening
  * socket and hands connections to the daemon; CONNECT tunnels go to a second daemon that
@@ -90,13 +94,21 @@ struct server_response {
     /* The longest silence the body may have by design (a streamed upstream's pauses, up to
      * --upstream-timeout): the client connection's timeout is raised to cover it. */
     int64_t quiet_us;
-    /* A streamed body from a blocking source (record mode only). When set, body is
-     * ignored and the server sends what reader produces, with stream_size (MHD_SIZE_UNKNOWN
-     * for chunked). reader_free is called once when the response is done. */
+    /* A streamed body (record mode). When set, body is ignored and the server sends what
+     * reader produces, with stream_size (MHD_SIZE_UNKNOWN for chunked); a reader with
+     * nothing to give suspends the connection (MHD_suspend_connection) and returns 0, and
+     * its owner resumes it. reader_free(reader_cls) is called once when the response is
+     * done, also when reader was never set. */
     MHD_ContentReaderCallback reader;
     void *reader_cls;
     MHD_ContentReaderFreeCallback reader_free;
     uint64_t stream_size;
+    /* An answer not known yet. The server calls ready(ready_cls, resp) right after the
+     * handler and again each time the connection is resumed; it returns 1 once it has
+     * filled resp (status, headers, body or reader), 0 when it has suspended the
+     * connection (its owner resumes it with MHD_resume_connection), -1 for a 500. */
+    int (*ready)(void *cls, struct server_response *resp);
+    void *ready_cls;
 };
 
 /* A mode's request handler: fill resp and return 0; -1 means the server answers 500. */
@@ -105,7 +117,6 @@ typedef int (*server_handler_fn)(void *app, struct server_request *req,
 
 struct server_options {
     const char *listen;             /* "HOST:PORT" */
-    int thread_per_connection;      /* record mode */
     size_t max_body;                /* request body cap (413 beyond) */
     size_t max_header_bytes;        /* per-connection memory for the request head (431 beyond) */
     unsigned max_connections;       /* 503 beyond */

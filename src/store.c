@@ -25,7 +25,11 @@
 /* One exchange waiting for the writer. */
 struct write_item {
     struct exchange *ex;
-    int wait;   /* a thread blocks in store_submit until done */
+    int wait; /* a thread blocks in store_submit until done */
+    /* Called by the writer once the item is done (store_submit_notify), outside the
+     * store's mutex; the item is then freed by the writer. */
+    void (*notify)(void *cls, int rc, int64_t id);
+    void *notify_cls;
     int done;   /* set by the writer under the store's mutex */
     int rc;     /* 0 stored, -1 failed */
     int64_t id; /* rowid given to the exchange */
@@ -731,7 +735,8 @@ static void failure_hint(sqlite3 *db, char *out, size_t n)
 
 /* Another process holds the write lock: keep the batch for a later try, and let the clients
  * waiting for it have their answers now (store_submit returns 1). Returns with st->mu held. */
-static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch)
+static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch,
+                       struct write_item **notified)
 {
     if (!st->locked_out)
         log_msg(LOG_ERROR,
@@ -752,8 +757,8 @@ static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch
             it->rc = -1;
             keep = NULL;
             dropped++;
-        } else if (it->wait) {
-            /* The submitter frees its item: the exchange moves to one of the writer's. */
+        } else if (it->wait || it->notify) {
+            /* The submitter's item is done now: the exchange moves to one of the writer's. */
             keep = calloc(1, sizeof *keep);
             if (keep) {
                 keep->ex = it->ex;
@@ -774,10 +779,14 @@ static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch
             st->held_tail = keep;
             st->nheld++;
         }
-        if (it->wait)
+        if (it->wait) {
             it->done = 1;
-        else if (!keep)
+        } else if (it->notify) {
+            it->next = *notified; /* told after the mutex is released */
+            *notified = it;
+        } else if (!keep) {
             free(it);
+        }
         it = next;
     }
     if (dropped)
@@ -862,6 +871,17 @@ out:
     return rc;
 }
 
+/* Tell asynchronous submitters their items are done, and free the items. */
+static void notify_all(struct write_item *list)
+{
+    while (list) {
+        struct write_item *next = list->next;
+        list->notify(list->notify_cls, list->rc, list->id);
+        free(list);
+        list = next;
+    }
+}
+
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
@@ -904,7 +924,13 @@ static void *writer_main(void *arg)
         int busy = !ok && ((sqlite3_errcode(st->wdb) & 0xff) == SQLITE_BUSY ||
                            (sqlite3_errcode(st->wdb) & 0xff) == SQLITE_LOCKED);
         if (busy && !stopping) {
-            hold_batch(st, batch, nbatch);
+            struct write_item *notified = NULL;
+            hold_batch(st, batch, nbatch, &notified);
+            if (notified) {
+                pthread_mutex_unlock(&st->mu);
+                notify_all(notified);
+                pthread_mutex_lock(&st->mu);
+            }
             continue; /* with st->mu held */
         }
         if (ok && st->locked_out) {
@@ -961,6 +987,24 @@ static void *writer_main(void *arg)
                 it->rc = -1;
         }
 
+        /* Asynchronous submitters first, outside the mutex: their callbacks resume
+         * connections. */
+        struct write_item *notified = NULL, **link = &batch;
+        while (*link) {
+            struct write_item *it = *link;
+            if (it->notify) {
+                *link = it->next;
+                if (it->rc < 0)
+                    atomic_fetch_add(&st->failures, 1);
+                exchange_free(it->ex);
+                it->ex = NULL;
+                it->next = notified;
+                notified = it;
+            } else {
+                link = &it->next;
+            }
+        }
+        notify_all(notified);
         pthread_mutex_lock(&st->mu);
         struct write_item *it = batch;
         while (it) {
@@ -1026,6 +1070,29 @@ int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_ou
         *id_out = it->id;
     free(it);
     return rc;
+}
+
+int store_submit_notify(struct store *st, struct exchange *ex,
+                        void (*notify)(void *cls, int rc, int64_t id), void *cls)
+{
+    struct write_item *it = calloc(1, sizeof *it);
+    if (!it) {
+        exchange_free(ex);
+        atomic_fetch_add(&st->failures, 1);
+        return -1;
+    }
+    it->ex = ex;
+    it->notify = notify;
+    it->notify_cls = cls;
+    pthread_mutex_lock(&st->mu);
+    if (st->tail)
+        st->tail->next = it;
+    else
+        st->head = it;
+    st->tail = it;
+    pthread_cond_signal(&st->cond_work);
+    pthread_mutex_unlock(&st->mu);
+    return 0;
 }
 
 uint64_t store_write_failures(struct store *st)

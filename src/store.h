@@ -85,6 +85,15 @@ int store_writer_start(struct store *st, char *err);
  * wait is 1; the caller must not touch ex after a wait-0 submit. */
 int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out);
 
+/* Queue ex for the writer, which takes ownership, without blocking: notify(cls, rc, id) is
+ * called once, on the writer thread and outside the store's locks, when the transaction
+ * holding it has committed (rc 0, id the row's), when the database is locked by another
+ * process and the exchange is held in memory (rc 1, id 0), or when the insert failed (rc
+ * -1). Returns 0, or -1 when out of memory (ex freed, notify never called). The writer
+ * must be running. */
+int store_submit_notify(struct store *st, struct exchange *ex,
+                        void (*notify)(void *cls, int rc, int64_t id), void *cls);
+
 /* Stop the writer once everything queued or held has been stored (or has failed: a lock
  * still held gets a last wait of 5 s). store_close() does it too; call it first to read
  * store_write_failures() afterwards. NULL, or no writer, is fine. */

@@ -53,7 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # What building apisim needs on Debian 12 (scripts/install-deps.sh installs the same).
 DEBIAN_BUILD_DEPS = ("cmake", "build-essential", "pkg-config", "libcurl4-openssl-dev",
-                     "libmicrohttpd-dev", "libsqlite3-dev", "libcjson-dev", "zlib1g-dev")
+                     "libmicrohttpd-dev", "libsqlite3-dev", "libcjson-dev", "zlib1g-dev",
+                     "libbrotli-dev", "libzstd-dev", "libssl-dev", "libgnutls28-dev")
 
 # pkg-config module -> the Debian package that provides it, for a configure that missed one.
 DEBIAN_DEV_PACKAGES = {
@@ -70,6 +71,7 @@ DEBIAN_DEV_PACKAGES = {
     "libbrotlicommon": "libbrotli-dev",
     "libzstd": "libzstd-dev",
     "libnghttp2": "libnghttp2-dev",
+    "gnutls": "libgnutls28-dev",
 }
 
 # What an sdist carries of the C project: everything its CMakeLists.txt reads to build apisim
@@ -249,7 +251,7 @@ class sdist(_sdist):
             dst = os.path.join(base_dir, "native", part)
             if os.path.isdir(src):
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
-                    "__pycache__", "*.pyc", ".pytest_cache"))
+                    "__pycache__", "*.pyc", ".pytest_cache", "node_modules"))
             elif os.path.isfile(src):
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copy2(src, dst)

@@ -30,6 +30,7 @@ python and package.
 import glob
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -111,6 +112,23 @@ def check(argv, **kwargs):
     proc = run(argv, **kwargs)
     assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def cmake_pkg_modules():
+    """The pkg-config modules CMakeLists.txt asks for, in its order (versions dropped)."""
+    with open(os.path.join(ROOT, "CMakeLists.txt"), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"pkg_check_modules\(DEPS REQUIRED IMPORTED_TARGET\s+([^)]*)\)", text)
+    return [re.split(r"[<>=]", word)[0] for word in m.group(1).split()]
+
+
+def debian_dev_packages():
+    """The Debian packages that provide cmake_pkg_modules(), without repeats."""
+    names = {"libmicrohttpd": "libmicrohttpd-dev", "libcurl": "libcurl4-openssl-dev",
+             "sqlite3": "libsqlite3-dev", "libcjson": "libcjson-dev", "zlib": "zlib1g-dev",
+             "libbrotlidec": "libbrotli-dev", "libzstd": "libzstd-dev", "openssl": "libssl-dev",
+             "gnutls": "libgnutls28-dev"}
+    return list(dict.fromkeys(names[m] for m in cmake_pkg_modules()))
 
 
 def copy_tree(dst):
@@ -306,6 +324,8 @@ def test_missing_tool_fails_at_once_naming_the_debian_packages(venv_a, tree, tmp
     assert "error: cannot build the apisim binary: " + message in out, out
     assert "sudo apt-get install cmake build-essential pkg-config libcurl4-openssl-dev " \
            "libmicrohttpd-dev libsqlite3-dev libcjson-dev zlib1g-dev" in out
+    for pkg in debian_dev_packages():
+        assert pkg in out, (pkg, out)
     assert not list((tmp_path / "src").glob("clients/python/build/temp*/apisim-cmake")), \
         "cmake ran"
 
@@ -316,10 +336,9 @@ def test_missing_libraries_are_named_with_their_debian_packages(venv_a, tree, tm
     empty.mkdir()
     out = failed_install(venv_a, os.path.join(src, "clients", "python"),
                          clean_env(PKG_CONFIG_LIBDIR=str(empty), PKG_CONFIG_PATH=""))
-    assert "the C libraries libmicrohttpd, libcurl, sqlite3, libcjson, zlib were not found " \
-           "by pkg-config" in out, out
-    assert "sudo apt-get install libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev " \
-           "libcjson-dev zlib1g-dev" in out, out
+    modules = cmake_pkg_modules()
+    assert f"the C libraries {', '.join(modules)} were not found by pkg-config" in out, out
+    assert "sudo apt-get install " + " ".join(debian_dev_packages()) in out, out
 
 
 def test_package_dir_away_from_its_repository_says_how_to_install(venv_a, tree, tmp_path):
