@@ -59,6 +59,10 @@ struct server_response {
      * the body (the recorded Content-Length), else chunked without its last chunk. */
     int cut_short;
     uint64_t cut_size;
+    /* Called once, with release_cls, when the server is done with the response and so with
+     * what it borrowed (body, chunks, extra_headers): replay's cache lets go of an entry. */
+    void (*release)(void *cls);
+    void *release_cls;
     /* The longest silence the body may have by design (a streamed upstream's pauses, up to
      * --upstream-timeout): the client connection's timeout is raised to cover it. */
     int64_t quiet_us;

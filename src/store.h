@@ -64,14 +64,50 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err);
  * exchange_free()), 1 when there is no such exchange, -1 with err. */
 int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err);
 
-/* Call fn(ctx, ex) for every exchange of session (NULL: every session) in replay order
- * (session, seq, id), with what an index needs: the request, the response's status,
- * headers, encoding, timings, error and chunks, and response_body only when response_size
- * is at most body_max (otherwise response_body is NULL and response_body_len is the size).
- * fn owns ex (free with exchange_free()); returning -1 stops the scan, with err as fn left
- * it. Returns 0, or -1 with err. Single-threaded: uses store_db(). */
-int store_scan(struct store *st, const char *session, size_t body_max,
-               int (*fn)(void *ctx, struct exchange *ex), void *ctx, char *err);
+/* Insert one exchange like store_insert_exchange(), on store_db() in the caller's
+ * transaction, with statements prepared once for the store (bulk imports). */
+int store_put_exchange(struct store *st, struct exchange *ex, char *err);
+
+/* ---- the match index (schema/004_match_index.sql) ----
+ * Every insert above writes the exchange's entry: the identity of its key under the default
+ * rules (match.h, match_index_ident), and the names it holds as REDACTED. */
+
+/* Check at a constant cost (match_index_state, kept by triggers) that every exchange has an
+ * entry of this apisim's key version, and build the missing ones in place when not (once:
+ * an older file, rows added by hand or edited, another key version), on store_db().
+ * *current is 1 when the index can be used, 0 when it is stale and the file is read-only
+ * (logged: the caller must read the recording instead). Returns 0, or -1 with err. */
+int store_index_sync(struct store *st, int *current, char *err);
+
+/* The ids of the exchanges whose key has identity key, of session (NULL: every session),
+ * in replay order (session, seq, id), on the calling thread's reader with a statement
+ * prepared once. Returns 0 with *ids (malloc'd, caller frees; NULL when *n is 0) and *n,
+ * or -1 with err. */
+int store_index_lookup(struct store *st, const char *session, const struct match_ident *key,
+                       int64_t **ids, size_t *n, char *err);
+
+/* What replay serves of exchange id, on the calling thread's reader: status, response
+ * headers and encoding, timings, error, complete, chunks, and response_body only when
+ * response_size is at most body_max (else NULL with response_body_len the size). Returns 0
+ * with *out (free with exchange_free()), 1 when there is no such exchange, -1 with err. */
+int store_get_response(struct store *st, int64_t id, size_t body_max, struct exchange **out,
+                       char *err);
+
+/* Add to out every name the recording holds as REDACTED (match_redacted). Returns 0, or -1
+ * with err. Single-threaded: uses store_db(). */
+int store_redacted_names(struct store *st, struct redact_rules *out, char *err);
+
+/* Call fn(ctx, id, req) for the request of every exchange of session (NULL: every session)
+ * in replay order (session, seq, id); req is valid during the call only. fn returning -1
+ * stops the scan, with err as fn left it. Returns 0, or -1 with err. Single-threaded: uses
+ * store_db(). */
+int store_scan_requests(struct store *st, const char *session,
+                        int (*fn)(void *ctx, int64_t id, const struct match_request *req),
+                        void *ctx, char *err);
+
+/* Number of exchanges of session (NULL: all, at a constant cost), on the calling thread's
+ * reader. Returns 0 or -1 with err. */
+int store_count_exchanges(struct store *st, const char *session, int64_t *out, char *err);
 
 /* Start the writer thread. Returns 0 or -1 with err. */
 int store_writer_start(struct store *st, char *err);
