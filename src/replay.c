@@ -1257,18 +1257,31 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
     if (!arr)
         return NULL;
     memset(best, 0, sizeof best);
-    /* Look at the likeliest candidates first: same method and path. */
-    if (db && sqlite3_prepare_v2(db,
-                                 "SELECT id FROM exchanges WHERE (?1 IS NULL OR session = ?1) "
-                                 "ORDER BY (path = ?2) + (method = ?3) DESC, seq LIMIT ?4",
-                                 -1, &s, NULL) == SQLITE_OK) {
+    /* Look at the likeliest candidates first: same path and method, same path, same method,
+     * the rest. Each query goes through the path index or stops at its limit: a miss never
+     * sorts the whole recording. */
+    static const char *const near_sql[] = {
+        "SELECT id FROM exchanges WHERE path = ?2 AND method = ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path = ?2 AND method != ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path != ?2 AND method = ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path != ?2 AND method != ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+    };
+    int left = REPLAY_NEAREST_SCAN;
+    for (size_t q = 0; db && left > 0 && q < sizeof near_sql / sizeof near_sql[0]; q++) {
+        if (sqlite3_prepare_v2(db, near_sql[q], -1, &s, NULL) != SQLITE_OK)
+            break;
         if (rp->opt.session)
             sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, mr->path, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, mr->method, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 4, REPLAY_NEAREST_SCAN);
+        sqlite3_bind_int(s, 4, left);
         while (sqlite3_step(s) == SQLITE_ROW) {
             struct exchange *ex = NULL;
+            left--;
             if (store_get_exchange(db, sqlite3_column_int64(s, 0), &ex, err) != 0)
                 continue;
             struct match_request rec = request_view(ex);
@@ -1306,6 +1319,7 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr)
             exchange_free(ex);
         }
         sqlite3_finalize(s);
+        s = NULL;
     }
     /* Fewest differences first. */
     for (size_t i = 1; i < nbest; i++)
