@@ -1255,6 +1255,10 @@ int import_main(int argc, char **argv)
         goto out;
     im.st = st;
     im.db = store_db(st);
+    /* One transaction for the whole file: with SQLite's default 2 MiB page cache, the pages
+     * of the indexes (the match index's is in hash order) are written to the WAL again and
+     * again as they are evicted; 64 MiB keeps them in memory until the commit. */
+    sqlite3_exec(im.db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
     if (sqlite3_exec(im.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", o.db, sqlite3_errmsg(im.db));
         goto out;
