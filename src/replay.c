@@ -722,9 +722,9 @@ static int read_recording_keys(struct replay *rp, char *err)
         return -1;
     if (rp->nmem > 1)
         qsort(rp->mem, rp->nmem, sizeof *rp->mem, mem_key_cmp);
-    log_msg(LOG_INFO,
-            "match rules that change keys: read the keys of %zu exchange(s) in %.0f ms at start",
-            rp->nmem, (double)(now_mono_us() - t0) / 1000.0);
+    log_msg(LOG_INFO, "%s: read the keys of %zu exchange(s) in %.0f ms at start",
+            rp->db_index ? "match rules that change keys" : "no current match index", rp->nmem,
+            (double)(now_mono_us() - t0) / 1000.0);
     return 0;
 }
 

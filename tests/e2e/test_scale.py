@@ -277,6 +277,29 @@ def test_index_missing_entirely_is_rebuilt(recs):
     assert index_state(db)[0] == index_state(db)[1] == SMALL + 5
 
 
+def test_stale_index_of_a_read_only_file_reads_the_recording(recs):
+    db = copy_small(recs, "read-only.db")
+    con = sqlite3.connect(db)
+    with con:
+        con.execute(
+            "INSERT INTO exchanges (session, seq, started_at, method, path, status, "
+            "response_body) VALUES ('default', 99999, '2026-11-30T08:00:00.000Z', 'GET', "
+            "'/ro', 200, 'ro-ok')")
+    con.close()
+    # Root writes through file modes: the immutable attribute stops it too.
+    if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here to make a file read-only for root")
+    try:
+        with ApisimProcess(["replay", "--db", db]) as rep:
+            assert curl(rep.url + "/ro").body == b"ro-ok"
+            assert get_item(rep.url, 5).json()["id"] == 5
+            stopped = rep.stop()
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+    assert "is read-only: reading the whole recording instead" in stopped.stderr
+    assert f"no current match index: read the keys of {SMALL + 6} exchange(s)" in stopped.stderr
+
+
 def test_text_dump_leaves_the_index_out_and_replays(recs):
     dump = recs["tmp"] / "small.sql"
     r = run_apisim("export", "--db", recs["small"], "--format", "sql", timeout=120)
