@@ -117,6 +117,7 @@ struct replay {
      * when mem_all) in mem[], built by a pass over the recording at start. */
     int db_index;
     int mem_all;
+    int need_chunks; /* a latency spec replays chunk timing: entries read their chunks */
     struct mem_key *mem;
     size_t nmem, capmem;
     pthread_mutex_t cmu; /* guards the groups and the cache below */
@@ -610,7 +611,7 @@ static void cache_free(struct replay *rp)
 static int entry_load(struct replay *rp, int64_t id, struct entry **out, char *err)
 {
     struct exchange *ex = NULL;
-    int rc = store_get_response(rp->opt.store, id, REPLAY_KEEP_BODY_MAX, &ex, err);
+    int rc = store_get_response(rp->opt.store, id, REPLAY_KEEP_BODY_MAX, rp->need_chunks, &ex, err);
     if (rc != 0)
         return rc;
     int keep = ex->response_body != NULL || ex->response_body_len == 0;
@@ -734,6 +735,10 @@ static int read_recording_keys(struct replay *rp, char *err)
 static void choose_index(struct replay *rp, int db_current)
 {
     const struct config *cfg = rp->opt.config;
+    rp->need_chunks = cfg && cfg->has_latency && latency_replays_chunks(&cfg->latency, NULL);
+    for (size_t i = 0; cfg && i < cfg->nroutes; i++)
+        rp->need_chunks |=
+            cfg->routes[i].has_latency && latency_replays_chunks(&cfg->routes[i].latency, NULL);
     rp->db_index = db_current;
     rp->mem_all = !db_current || !match_rules_are_default(&rp->default_rules) ||
                   (cfg && (cfg->redact.nquery || cfg->redact.njson));
@@ -1452,19 +1457,26 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
         int64_t *ids = NULL;
         size_t n = 0;
         if (uses_db_index(rp, rules)) {
-            if (store_index_lookup(rp->opt.store, rp->opt.session, &k, &ids, &n, err) < 0)
+            /* The lookup and the entry's reads below: one read transaction, one snapshot. */
+            if (store_read_begin(rp->opt.store, err) < 0 ||
+                store_index_lookup(rp->opt.store, rp->opt.session, &k, &ids, &n, err) < 0) {
+                store_read_end(rp->opt.store);
                 return -1;
+            }
         } else if (mem_lookup(rp, &k, &ids, &n) < 0) {
             snprintf(err, APISIM_ERR_LEN, "out of memory");
             return -1;
         }
-        if (n == 0)
+        if (n == 0) {
+            store_read_end(rp->opt.store);
             return 0;
+        }
         pthread_mutex_lock(&rp->cmu);
         if ((g = rgroup_find(rp, &k)) != NULL) {
             free(ids);
         } else if (!(g = rgroup_add(rp, &k, ids, n))) {
             pthread_mutex_unlock(&rp->cmu);
+            store_read_end(rp->opt.store);
             snprintf(err, APISIM_ERR_LEN, "out of memory");
             return -1;
         }
@@ -1473,11 +1485,13 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
     struct entry *e = id ? cache_get(rp, id) : NULL;
     pthread_mutex_unlock(&rp->cmu);
     if (!id) {
+        store_read_end(rp->opt.store);
         *exhausted = 1;
         return 0;
     }
     if (!e) {
         int rc = entry_load(rp, id, &e, err);
+        store_read_end(rp->opt.store);
         if (rc == 1)
             snprintf(err, APISIM_ERR_LEN,
                      "exchange %lld is in the match index but no longer in the database",
@@ -1488,6 +1502,7 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
         e = cache_put(rp, e);
         pthread_mutex_unlock(&rp->cmu);
     }
+    store_read_end(rp->opt.store);
     *out = e;
     return 0;
 }

@@ -35,10 +35,12 @@ struct write_item {
 struct reader {
     pthread_t thread;
     sqlite3 *db;
-    sqlite3_stmt *body;     /* SELECT response_body ... WHERE id = ?, prepared once */
-    sqlite3_stmt *lookup;   /* the match index lookup (store_index_lookup) */
-    sqlite3_stmt *response; /* what replay serves of an exchange (store_get_response) */
-    sqlite3_stmt *chunks;   /* its chunks */
+    sqlite3_stmt *body;           /* SELECT response_body ... WHERE id = ?, prepared once */
+    sqlite3_stmt *lookup;         /* the match index lookup (store_index_lookup) */
+    sqlite3_stmt *response;       /* what replay serves of an exchange (store_get_response) */
+    sqlite3_stmt *chunks;         /* its chunks */
+    sqlite3_stmt *begin, *commit; /* one read transaction around several reads */
+    int in_txn;
 };
 
 /* Statements an inserting connection keeps prepared: sessions, exchanges, chunks,
@@ -1080,6 +1082,8 @@ void store_close(struct store *st)
         sqlite3_finalize(st->readers[i].lookup);
         sqlite3_finalize(st->readers[i].response);
         sqlite3_finalize(st->readers[i].chunks);
+        sqlite3_finalize(st->readers[i].begin);
+        sqlite3_finalize(st->readers[i].commit);
         sqlite3_close(st->readers[i].db);
     }
     pthread_key_delete(st->reader_key);
@@ -1343,8 +1347,42 @@ out:
     return rc;
 }
 
-int store_get_response(struct store *st, int64_t id, size_t body_max, struct exchange **out,
-                       char *err)
+int store_read_begin(struct store *st, char *err)
+{
+    struct reader *r = thread_reader(st, err);
+    if (!r)
+        return -1;
+    if (r->in_txn)
+        return 0;
+    if ((!r->begin && sqlite3_prepare_v3(r->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &r->begin,
+                                         NULL) != SQLITE_OK) ||
+        (!r->commit && sqlite3_prepare_v3(r->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
+                                          &r->commit, NULL) != SQLITE_OK)) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    int step = sqlite3_step(r->begin);
+    sqlite3_reset(r->begin);
+    if (step != SQLITE_DONE) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    r->in_txn = 1;
+    return 0;
+}
+
+void store_read_end(struct store *st)
+{
+    struct reader *r = pthread_getspecific(st->reader_key);
+    if (!r || !r->in_txn)
+        return;
+    sqlite3_step(r->commit);
+    sqlite3_reset(r->commit);
+    r->in_txn = 0;
+}
+
+int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
+                       struct exchange **out, char *err)
 {
     static const char sql[] =
         "SELECT status, response_headers, response_encoding, ttfb_us, delay_ms, complete, "
@@ -1400,7 +1438,7 @@ int store_get_response(struct store *st, int64_t id, size_t body_max, struct exc
                  st->path, (long long)id);
         goto out;
     }
-    step = read_chunks(r->chunks, ex);
+    step = with_chunks ? read_chunks(r->chunks, ex) : SQLITE_DONE;
     sqlite3_reset(r->chunks);
     if (step == SQLITE_NOMEM)
         goto oom;

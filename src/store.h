@@ -87,11 +87,18 @@ int store_index_lookup(struct store *st, const char *session, const struct match
                        int64_t **ids, size_t *n, char *err);
 
 /* What replay serves of exchange id, on the calling thread's reader: status, response
- * headers and encoding, timings, error, complete, chunks, and response_body only when
- * response_size is at most body_max (else NULL with response_body_len the size). Returns 0
- * with *out (free with exchange_free()), 1 when there is no such exchange, -1 with err. */
-int store_get_response(struct store *st, int64_t id, size_t body_max, struct exchange **out,
-                       char *err);
+ * headers and encoding, timings, error, complete, chunks (when with_chunks), and
+ * response_body only when response_size is at most body_max (else NULL with
+ * response_body_len the size). Returns 0 with *out (free with exchange_free()), 1 when there
+ * is no such exchange, -1 with err. */
+int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
+                       struct exchange **out, char *err);
+
+/* Hold one read transaction on the calling thread's reader until store_read_end(), so the
+ * reads between see one snapshot and take the database's locks once. Nested calls are
+ * one. store_read_begin returns 0 or -1 with err; store_read_end without one does nothing. */
+int store_read_begin(struct store *st, char *err);
+void store_read_end(struct store *st);
 
 /* Add to out every name the recording holds as REDACTED (match_redacted). Returns 0, or -1
  * with err. Single-threaded: uses store_db(). */
