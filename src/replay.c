@@ -15,7 +15,7 @@
 /* Recorded exchanges are looked up per request (the match index in the database, or keys
  * computed by a pass over the recording for rules that change them) and the answers served
  * are cached: entries up to this many bytes in all, least recently used dropped first. */
-#define REPLAY_CACHE_BUDGET (16u * 1024 * 1024)
+#define REPLAY_CACHE_BUDGET (8u * 1024 * 1024)
 /* Only bodies up to this size are cached with their entry: small answers gain most from
  * memory, and a large body costs more to send than to read. */
 #define REPLAY_KEEP_BODY_MAX (64 * 1024)
@@ -606,6 +606,25 @@ static void cache_free(struct replay *rp)
     rp->ncbuckets = 0;
 }
 
+/* The served form of ex (which keeps what it had): 0 with *out (one reference, the
+ * caller's), or -1 when out of memory. */
+static int entry_make(struct exchange *ex, struct entry **out)
+{
+    int keep = ex->response_body != NULL || ex->response_body_len == 0;
+    struct entry *e = entry_from_exchange(ex, keep);
+    if (!e)
+        return -1;
+    /* What malloc holds for it: each allocation costs its size and about 16 bytes more. */
+    e->cost = sizeof *e + 16 + (e->body ? e->body_len + 16 : 0) +
+              (e->nchunks ? e->nchunks * sizeof(struct chunk) + 16 : 0) +
+              (e->headers.n ? e->headers.n * sizeof(struct header) + 16 : 0);
+    for (size_t i = 0; i < e->headers.n; i++)
+        e->cost += strlen(e->headers.v[i].name) + strlen(e->headers.v[i].value) + 2 + 32;
+    atomic_init(&e->refs, 1);
+    *out = e;
+    return 0;
+}
+
 /* Read exchange id's served form from the database: 0 with *out (one reference, the
  * caller's), 1 when it is no longer there, -1 with err. Any thread. */
 static int entry_load(struct replay *rp, int64_t id, struct entry **out, char *err)
@@ -614,20 +633,11 @@ static int entry_load(struct replay *rp, int64_t id, struct entry **out, char *e
     int rc = store_get_response(rp->opt.store, id, REPLAY_KEEP_BODY_MAX, rp->need_chunks, &ex, err);
     if (rc != 0)
         return rc;
-    int keep = ex->response_body != NULL || ex->response_body_len == 0;
-    struct entry *e = entry_from_exchange(ex, keep);
+    rc = entry_make(ex, out);
     exchange_free(ex);
-    if (!e) {
+    if (rc < 0)
         snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
-        return -1;
-    }
-    e->cost = sizeof *e + (e->body ? e->body_len : 0) + e->nchunks * sizeof(struct chunk);
-    for (size_t i = 0; i < e->headers.n; i++)
-        e->cost += sizeof(struct header) + strlen(e->headers.v[i].name) +
-                   strlen(e->headers.v[i].value) + 2 + 32; /* 32: two allocations' overhead */
-    atomic_init(&e->refs, 1);
-    *out = e;
-    return 0;
+    return rc;
 }
 
 static int mem_key_cmp(const void *pa, const void *pb)
@@ -1447,6 +1457,7 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
                          struct entry **out, int *exhausted, char *err)
 {
     struct match_ident k;
+    struct entry *first = NULL; /* the key's first answer, read with its lookup */
     match_ident_of(key, &k);
     *out = NULL;
     pthread_mutex_lock(&rp->cmu);
@@ -1454,22 +1465,38 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
     if (!g) {
         /* Looked up without the lock: another thread may add the group meanwhile. */
         pthread_mutex_unlock(&rp->cmu);
-        int64_t *ids = NULL;
+        int64_t *ids = NULL, id0 = 0;
         size_t n = 0;
+        int rc = 0, more = 0;
         if (uses_db_index(rp, rules)) {
-            /* The lookup and the entry's reads below: one read transaction, one snapshot. */
-            if (store_read_begin(rp->opt.store, err) < 0 ||
-                store_index_lookup(rp->opt.store, rp->opt.session, &k, &ids, &n, err) < 0) {
-                store_read_end(rp->opt.store);
-                return -1;
-            }
+            /* One statement finds the key and reads its first answer; a key with several
+             * exchanges lists them with a second one. One read transaction for both (kept
+             * for the next requests of this thread a little while: store.h). */
+            struct exchange *ex = NULL;
+            rc = store_read_begin(rp->opt.store, err);
+            if (rc == 0)
+                rc = store_index_first(rp->opt.store, rp->opt.session, &k, REPLAY_KEEP_BODY_MAX,
+                                       rp->need_chunks, &id0, &more, &ex, err);
+            if (rc == 0 && more)
+                rc = store_index_lookup(rp->opt.store, rp->opt.session, &k, &ids, &n, err);
+            else if (rc == 0 && id0 && (ids = malloc(sizeof *ids)) != NULL)
+                ids[n++] = id0;
+            else if (rc == 0 && id0)
+                rc = -1;
+            if (rc == 0 && ex && entry_make(ex, &first) < 0)
+                rc = -1;
+            exchange_free(ex);
+            if (rc < 0 && !err[0])
+                snprintf(err, APISIM_ERR_LEN, "out of memory");
         } else if (mem_lookup(rp, &k, &ids, &n) < 0) {
             snprintf(err, APISIM_ERR_LEN, "out of memory");
-            return -1;
+            rc = -1;
         }
-        if (n == 0) {
+        if (rc < 0 || n == 0) {
             store_read_end(rp->opt.store);
-            return 0;
+            free(ids);
+            entry_unref(first);
+            return rc;
         }
         pthread_mutex_lock(&rp->cmu);
         if ((g = rgroup_find(rp, &k)) != NULL) {
@@ -1477,20 +1504,30 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
         } else if (!(g = rgroup_add(rp, &k, ids, n))) {
             pthread_mutex_unlock(&rp->cmu);
             store_read_end(rp->opt.store);
+            entry_unref(first);
             snprintf(err, APISIM_ERR_LEN, "out of memory");
             return -1;
         }
+        if (first) /* cached whatever this request is answered with */
+            first = cache_put(rp, first);
     }
     int64_t id = rgroup_next(rp, g);
-    struct entry *e = id ? cache_get(rp, id) : NULL;
+    struct entry *e = NULL;
+    if (first && first->id == id) {
+        e = first;
+        first = NULL;
+    } else if (id) {
+        e = cache_get(rp, id);
+    }
     pthread_mutex_unlock(&rp->cmu);
+    entry_unref(first);
     if (!id) {
         store_read_end(rp->opt.store);
         *exhausted = 1;
         return 0;
     }
     if (!e) {
-        int rc = entry_load(rp, id, &e, err);
+        int rc = store_read_begin(rp->opt.store, err) < 0 ? -1 : entry_load(rp, id, &e, err);
         store_read_end(rp->opt.store);
         if (rc == 1)
             snprintf(err, APISIM_ERR_LEN,

@@ -39,9 +39,16 @@ struct reader {
     sqlite3_stmt *lookup;         /* the match index lookup (store_index_lookup) */
     sqlite3_stmt *response;       /* what replay serves of an exchange (store_get_response) */
     sqlite3_stmt *chunks;         /* its chunks */
-    sqlite3_stmt *begin, *commit; /* one read transaction around several reads */
+    sqlite3_stmt *first;          /* a key's first exchange and its response */
+    sqlite3_stmt *begin, *commit; /* a read transaction kept across requests */
     int in_txn;
+    int64_t txn_us;   /* when it began (monotonic) */
+    uint64_t txn_gen; /* the writer's commit count then */
 };
+
+/* A reader keeps its read transaction (one snapshot, the database's locks taken once) for
+ * at most this long, and never past a commit of this process's writer. */
+#define STORE_SNAPSHOT_US 50000
 
 /* Statements an inserting connection keeps prepared: sessions, exchanges, chunks,
  * match_index, match_redacted. */
@@ -70,6 +77,7 @@ struct store {
     sqlite3_stmt *wcache[STORE_NCACHE];  /* the writer's prepared INSERTs, for the whole run */
     sqlite3_stmt *dbcache[STORE_NCACHE]; /* store_put_exchange()'s, on db */
     atomic_uint_least64_t failures;
+    atomic_uint_least64_t commits; /* transactions the writer committed */
 
     pthread_key_t reader_key;
     struct reader readers[STORE_MAX_READERS];
@@ -969,7 +977,9 @@ static void *writer_main(void *arg)
                     st->path, nbatch);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
-        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+            atomic_fetch_add(&st->commits, 1); /* readers take a new snapshot */
+        } else if (ok) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR,
                     "database %s: commit failed: %s%s; %zu exchange(s) not stored "
@@ -1082,6 +1092,7 @@ void store_close(struct store *st)
         sqlite3_finalize(st->readers[i].lookup);
         sqlite3_finalize(st->readers[i].response);
         sqlite3_finalize(st->readers[i].chunks);
+        sqlite3_finalize(st->readers[i].first);
         sqlite3_finalize(st->readers[i].begin);
         sqlite3_finalize(st->readers[i].commit);
         sqlite3_close(st->readers[i].db);
@@ -1352,8 +1363,14 @@ int store_read_begin(struct store *st, char *err)
     struct reader *r = thread_reader(st, err);
     if (!r)
         return -1;
-    if (r->in_txn)
-        return 0;
+    int64_t now = now_mono_us();
+    if (r->in_txn) {
+        if (now - r->txn_us < STORE_SNAPSHOT_US && r->txn_gen == atomic_load(&st->commits))
+            return 0;
+        sqlite3_step(r->commit);
+        sqlite3_reset(r->commit);
+        r->in_txn = 0;
+    }
     if ((!r->begin && sqlite3_prepare_v3(r->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &r->begin,
                                          NULL) != SQLITE_OK) ||
         (!r->commit && sqlite3_prepare_v3(r->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
@@ -1368,17 +1385,81 @@ int store_read_begin(struct store *st, char *err)
         return -1;
     }
     r->in_txn = 1;
+    r->txn_us = now;
+    r->txn_gen = atomic_load(&st->commits);
     return 0;
 }
 
 void store_read_end(struct store *st)
 {
     struct reader *r = pthread_getspecific(st->reader_key);
-    if (!r || !r->in_txn)
+    if (!r || !r->in_txn || now_mono_us() - r->txn_us < STORE_SNAPSHOT_US)
         return;
     sqlite3_step(r->commit);
     sqlite3_reset(r->commit);
     r->in_txn = 0;
+}
+
+/* The response columns of a row (status, response_headers, response_encoding, ttfb_us,
+ * delay_ms, complete, error, response_size, body when small) from column c, and the
+ * exchange's chunks when with_chunks: 0 with *out, or -1 with err. */
+static int response_of_row(struct store *st, struct reader *r, sqlite3_stmt *s, int c, int64_t id,
+                           int with_chunks, struct exchange **out, char *err)
+{
+    struct exchange *ex = exchange_new();
+    int rc = -1, step;
+    if (!ex)
+        goto oom;
+    ex->id = id;
+    ex->status = sqlite3_column_int(s, c);
+    ex->response_encoding = column_dup(s, c + 2);
+    ex->ttfb_us = sqlite3_column_int64(s, c + 3);
+    ex->delay_ms = sqlite3_column_int64(s, c + 4);
+    ex->complete = sqlite3_column_int(s, c + 5);
+    ex->error = column_dup(s, c + 6);
+    if (sqlite3_column_type(s, c + 8) != SQLITE_NULL) {
+        if (!(ex->response_body = column_bytes_dup(s, c + 8, &ex->response_body_len)))
+            goto oom;
+    } else {
+        ex->response_body_len = (size_t)sqlite3_column_int64(s, c + 7);
+    }
+    if (exchange_headers_from_json((const char *)sqlite3_column_text(s, c + 1),
+                                   (size_t)sqlite3_column_bytes(s, c + 1),
+                                   &ex->response_headers) < 0) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s: exchange %lld: response headers are not a JSON array of "
+                 "[name, value]",
+                 st->path, (long long)id);
+        goto out;
+    }
+    if (with_chunks) {
+        if (!r->chunks &&
+            sqlite3_prepare_v3(r->db,
+                               "SELECT offset_us, size FROM chunks WHERE "
+                               "exchange_id = ? ORDER BY idx",
+                               -1, SQLITE_PREPARE_PERSISTENT, &r->chunks, NULL) != SQLITE_OK) {
+            snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+            goto out;
+        }
+        step = read_chunks(r->chunks, ex);
+        sqlite3_reset(r->chunks);
+        if (step == SQLITE_NOMEM)
+            goto oom;
+        if (step != SQLITE_DONE) {
+            snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
+                     sqlite3_errmsg(r->db));
+            goto out;
+        }
+    }
+    *out = ex;
+    ex = NULL;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
+out:
+    exchange_free(ex);
+    return rc;
 }
 
 int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
@@ -1389,16 +1470,11 @@ int store_get_response(struct store *st, int64_t id, size_t body_max, int with_c
         "error, response_size, CASE WHEN response_size <= ?2 THEN response_body END "
         "FROM exchanges WHERE id = ?1";
     struct reader *r = thread_reader(st, err);
-    struct exchange *ex = NULL;
     int rc = -1;
     if (!r)
         return -1;
-    if ((!r->response && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
-                                            &r->response, NULL) != SQLITE_OK) ||
-        (!r->chunks &&
-         sqlite3_prepare_v3(r->db,
-                            "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
-                            -1, SQLITE_PREPARE_PERSISTENT, &r->chunks, NULL) != SQLITE_OK)) {
+    if (!r->response && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
+                                           &r->response, NULL) != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
         return -1;
     }
@@ -1406,56 +1482,69 @@ int store_get_response(struct store *st, int64_t id, size_t body_max, int with_c
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)body_max);
     int step = sqlite3_step(s);
-    if (step == SQLITE_DONE) {
+    if (step == SQLITE_DONE)
         rc = 1;
-        goto out;
-    }
-    if (step != SQLITE_ROW) {
+    else if (step != SQLITE_ROW)
         snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
                  sqlite3_errmsg(r->db));
-        goto out;
-    }
-    if (!(ex = exchange_new()))
-        goto oom;
-    ex->id = id;
-    ex->status = sqlite3_column_int(s, 0);
-    ex->response_encoding = column_dup(s, 2);
-    ex->ttfb_us = sqlite3_column_int64(s, 3);
-    ex->delay_ms = sqlite3_column_int64(s, 4);
-    ex->complete = sqlite3_column_int(s, 5);
-    ex->error = column_dup(s, 6);
-    if (sqlite3_column_type(s, 8) != SQLITE_NULL) {
-        if (!(ex->response_body = column_bytes_dup(s, 8, &ex->response_body_len)))
-            goto oom;
-    } else {
-        ex->response_body_len = (size_t)sqlite3_column_int64(s, 7);
-    }
-    if (exchange_headers_from_json((const char *)sqlite3_column_text(s, 1),
-                                   (size_t)sqlite3_column_bytes(s, 1), &ex->response_headers) < 0) {
-        snprintf(err, APISIM_ERR_LEN,
-                 "database %s: exchange %lld: response headers are not a JSON array of "
-                 "[name, value]",
-                 st->path, (long long)id);
-        goto out;
-    }
-    step = with_chunks ? read_chunks(r->chunks, ex) : SQLITE_DONE;
-    sqlite3_reset(r->chunks);
-    if (step == SQLITE_NOMEM)
-        goto oom;
-    if (step != SQLITE_DONE) {
-        snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
-                 sqlite3_errmsg(r->db));
-        goto out;
-    }
-    *out = ex;
-    ex = NULL;
-    rc = 0;
-    goto out;
-oom:
-    snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
-out:
+    else
+        rc = response_of_row(st, r, s, 0, id, with_chunks, out, err);
     sqlite3_reset(s);
-    exchange_free(ex);
+    return rc;
+}
+
+int store_index_first(struct store *st, const char *session, const struct match_ident *key,
+                      size_t body_max, int with_chunks, int64_t *id, int *more,
+                      struct exchange **out, char *err)
+{
+    /* The lookup and the first answer's row in one statement: most keys have one exchange,
+     * and then this is all a request reads. */
+    static const char sql[] =
+        "SELECT m.exchange_id, e.status, e.response_headers, e.response_encoding, e.ttfb_us, "
+        "e.delay_ms, e.complete, e.error, e.response_size, "
+        "CASE WHEN e.response_size <= ?4 THEN e.response_body END "
+        "FROM match_index AS m JOIN exchanges AS e ON e.id = m.exchange_id "
+        "WHERE m.key_hash = ?1 AND m.key_check = ?2 AND (?3 IS NULL OR m.session = ?3) "
+        "ORDER BY m.session, m.seq, m.exchange_id LIMIT 2";
+    struct reader *r = thread_reader(st, err);
+    int rc = -1, step;
+    *id = 0;
+    *more = 0;
+    *out = NULL;
+    if (!r)
+        return -1;
+    if (!r->first && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
+                                        &r->first, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    sqlite3_stmt *s = r->first;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)key->hash);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)key->check);
+    if (session)
+        sqlite3_bind_text(s, 3, session, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)body_max);
+    step = sqlite3_step(s);
+    if (step == SQLITE_DONE) {
+        rc = 0;
+    } else if (step == SQLITE_ROW) {
+        *id = sqlite3_column_int64(s, 0);
+        rc = response_of_row(st, r, s, 1, *id, with_chunks, out, err);
+        if (rc == 0) {
+            step = sqlite3_step(s);
+            *more = step == SQLITE_ROW;
+        }
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: match index lookup: %s", st->path,
+                 sqlite3_errmsg(r->db));
+        exchange_free(*out);
+        *out = NULL;
+        rc = -1;
+    }
+    sqlite3_reset(s);
     return rc;
 }
 

@@ -94,9 +94,21 @@ int store_index_lookup(struct store *st, const char *session, const struct match
 int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
                        struct exchange **out, char *err);
 
-/* Hold one read transaction on the calling thread's reader until store_read_end(), so the
- * reads between see one snapshot and take the database's locks once. Nested calls are
- * one. store_read_begin returns 0 or -1 with err; store_read_end without one does nothing. */
+/* The first exchange with key's identity, of session (NULL: all), in replay order, with
+ * what replay serves of it (as store_get_response), in one statement: 0 with *id (0 when
+ * there is none), *out (free with exchange_free(); NULL when none) and *more (1 when
+ * another exchange has the key too: then store_index_lookup() lists them all), or -1 with
+ * err. On the calling thread's reader. */
+int store_index_first(struct store *st, const char *session, const struct match_ident *key,
+                      size_t body_max, int with_chunks, int64_t *id, int *more,
+                      struct exchange **out, char *err);
+
+/* Hold a read transaction on the calling thread's reader, so the reads that follow see one
+ * snapshot and take the database's locks (fcntl on the -shm file) once. It is kept across
+ * calls for up to 50 ms, and never past a commit of this store's writer (so what this
+ * process wrote is seen): store_read_end() ends it only when older than that; a later
+ * store_read_begin() renews it. Rows other processes commit are seen within 50 ms of the
+ * thread's activity. store_read_begin returns 0 or -1 with err. */
 int store_read_begin(struct store *st, char *err);
 void store_read_end(struct store *st);
 
