@@ -58,6 +58,7 @@ struct store {
     char *path; /* as given */
     char *uri;  /* what connections open: the file, or a shared in-memory database */
     int open_flags;
+    int is_dump; /* a FILE.sql loaded into a shared-cache in-memory database */
     sqlite3 *db; /* store_open()'s connection; keeps an in-memory database alive */
 
     pthread_mutex_t mu;
@@ -259,6 +260,7 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     pthread_key_create(&st->reader_key, NULL);
     st->path = strdup(path);
     int is_dump = ends_with(path, ".sql");
+    st->is_dump = is_dump;
     if (is_dump) {
         /* A shared-cache in-memory database, so reader threads can open it too. */
         char uri[128];
@@ -1363,6 +1365,10 @@ int store_read_begin(struct store *st, char *err)
     struct reader *r = thread_reader(st, err);
     if (!r)
         return -1;
+    /* In a shared cache, a reader's transaction would lock the writer out (SQLITE_LOCKED,
+     * which no busy timeout waits for), and there are no file locks to save. */
+    if (st->is_dump)
+        return 0;
     int64_t now = now_mono_us();
     if (r->in_txn) {
         if (now - r->txn_us < STORE_SNAPSHOT_US && r->txn_gen == atomic_load(&st->commits))
