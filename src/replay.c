@@ -73,7 +73,7 @@ struct mem_key {
     int64_t id;
 };
 
-/* The exchanges that share one match key, in recorded order, and the replay's position. */
+/* The stubs registered for one method and path, in order, and the position in them. */
 struct group {
     char *key;
     uint64_t hash;
