@@ -315,3 +315,20 @@ def test_text_dump_leaves_the_index_out_and_replays(recs):
     out = subprocess.run(["sqlite3", str(recs["tmp"] / "cli.db")], input=r.stdout, text=True,
                          capture_output=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_recording_writes_the_index_as_it_goes(upstream, tmp_path):
+    db = tmp_path / "rec.db"
+    with ApisimProcess(["record", "--upstream", upstream.url, "--db", db]) as rec:
+        for q in ("a=1", "a=2", "a=1"):
+            assert curl(f"{rec.url}/echo?{q}").status == 200
+        assert rec.stop().rc == 0
+    n, indexed, version = index_state(db)
+    assert n == indexed == 3 and version >= 1, (n, indexed, version)
+    with ApisimProcess(["replay", "--db", db, "--sequence-end", "error"]) as rep:
+        assert curl(rep.url + "/echo?a=2").json()["query"] == "a=2"
+        assert curl(rep.url + "/echo?a=1").status == 200  # a sequence of two
+        assert curl(rep.url + "/echo?a=1").status == 200
+        assert curl(rep.url + "/echo?a=1").json()["error"] == "sequence exhausted"
+        stopped = rep.stop()
+    assert "building" not in stopped.stderr, stopped.stderr
