@@ -332,3 +332,19 @@ def test_recording_writes_the_index_as_it_goes(upstream, tmp_path):
         assert curl(rep.url + "/echo?a=1").json()["error"] == "sequence exhausted"
         stopped = rep.stop()
     assert "building" not in stopped.stderr, stopped.stderr
+
+
+def test_a_routes_match_rules_read_only_its_exchanges(recs, tmp_path):
+    cfg = tmp_path / "routes.json"
+    cfg.write_text(json.dumps({"routes": [
+        {"method": "GET", "path": "/item/8", "match": {"fields": ["method", "path"]}}]}))
+    with ApisimProcess(["replay", "--db", recs["small"], "--config", cfg]) as rep:
+        # GET /item/8 is keyed by method and path: its exchanges (n=8, n=1008) in order
+        assert curl(rep.url + "/item/8?n=whatever").json()["id"] == 8
+        assert curl(rep.url + "/item/8").json()["id"] == 1008
+        # every other request is looked up in the index, under the default rules
+        assert curl(rep.url + "/item/10?n=10").json()["id"] == 10
+        assert get_item(rep.url, 11).json()["id"] == 11
+        assert curl(rep.url + "/item/10?n=whatever").status == 404
+        stopped = rep.stop()
+    assert "match rules that change keys: read the keys of 2 exchange(s)" in stopped.stderr
