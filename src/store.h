@@ -108,7 +108,10 @@ int store_index_first(struct store *st, const char *session, const struct match_
  * calls for up to 50 ms, and never past a commit of this store's writer (so what this
  * process wrote is seen): store_read_end() ends it only when older than that; a later
  * store_read_begin() renews it. Rows other processes commit are seen within 50 ms of the
- * thread's activity. store_read_begin returns 0 or -1 with err. */
+ * thread's activity. The price: a thread that goes idle keeps its snapshot until its next
+ * read or store_close(), and while it does, a checkpoint cannot reset the WAL past it (a
+ * recorder writing the same file meanwhile grows its WAL by what it writes until then).
+ * Not on a text dump (nothing to save there). store_read_begin returns 0 or -1 with err. */
 int store_read_begin(struct store *st, char *err);
 void store_read_end(struct store *st);
 
