@@ -22,6 +22,10 @@ void exchange_free(struct exchange *ex)
     free(ex->response_encoding);
     free(ex->error);
     free(ex->chunks);
+    if (ex->index) {
+        redact_rules_free(&ex->index->learnt);
+        free(ex->index);
+    }
     free(ex);
 }
 

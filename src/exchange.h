@@ -8,12 +8,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "match.h"
+#include "redact.h"
 #include "util.h"
 
 /* When one piece of the response body arrived, relative to the request's start. */
 struct chunk {
     int64_t offset_us; /* from the moment the request was received */
     size_t size;       /* bytes of the stored (decoded) body in this piece */
+};
+
+/* An exchange's entry in the match index (schema/007_match_index.sql): the identity of its
+ * key under the default rules, and what its request holds as REDACTED (match.h,
+ * match_index_ident). Computed by the store before the exchange is written. */
+struct exchange_index {
+    struct match_ident ident;
+    struct redact_rules learnt;
 };
 
 struct exchange {
@@ -53,6 +63,8 @@ struct exchange {
 
     struct chunk *chunks; /* arrival of the body in pieces; NULL/0 when unknown */
     size_t nchunks;
+
+    struct exchange_index *index; /* NULL until the store computes it */
 };
 
 /* A zeroed exchange with complete = 1, or NULL when out of memory. */

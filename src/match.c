@@ -429,6 +429,169 @@ uint64_t match_hash(const char *key)
     return fnv1a((const unsigned char *)key, key ? strlen(key) : 0);
 }
 
+static uint64_t rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+/* murmur3's finaliser: every input bit reaches every output bit. */
+static uint64_t fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+/* A multiply-rotate hash of 8-byte words (read little-endian, so a file's hashes are the
+ * same on every machine), unrelated in construction to FNV-1a. */
+static uint64_t check_hash(const unsigned char *p, size_t n)
+{
+    const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)n * c2);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t k = 0;
+        for (int j = 7; j >= 0; j--)
+            k = (k << 8) | p[i + (size_t)j];
+        k = rotl64(k * c1, 31) * c2;
+        h = rotl64(h ^ k, 27) * 5 + 0x52dce729;
+    }
+    uint64_t k = 0;
+    for (size_t j = n - i; j > 0; j--)
+        k = (k << 8) | p[i + j - 1];
+    h ^= rotl64(k * c1, 31) * c2;
+    return fmix64(h ^ (uint64_t)n);
+}
+
+void match_ident_of(const char *key, struct match_ident *out)
+{
+    size_t n = key ? strlen(key) : 0;
+    out->hash = fnv1a((const unsigned char *)key, n);
+    out->check = check_hash((const unsigned char *)key, n);
+}
+
+int match_rules_are_default(const struct match_rules *r)
+{
+    return !r || (fields_of(r) == MATCH_ALL && r->nheaders == 0 && r->nignore_query == 0 &&
+                  r->nignore_json == 0);
+}
+
+static int has_redacted(const void *p, size_t n)
+{
+    static const char needle[] = REDACTED;
+    const size_t m = sizeof needle - 1;
+    const unsigned char *s = p;
+    for (size_t i = 0; s && i + m <= n; i++)
+        if (s[i] == '[' && memcmp(s + i, needle, m) == 0)
+            return 1;
+    return 0;
+}
+
+static int listed(char *const *v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+/* Add the pointer of every string REDACTED under item (its pointer so far in ptr). */
+static int learn_json(struct redact_rules *r, const cJSON *item, struct buf *ptr, int depth)
+{
+    if (depth > 32 || r->njson >= MATCH_LEARN_MAX)
+        return 0;
+    if (cJSON_IsString(item) && strcmp(item->valuestring, REDACTED) == 0) {
+        const char *p = ptr->p ? ptr->p : "";
+        if (p[0] && !listed(r->json, r->njson, p) && redact_add_json(r, p) < 0)
+            return -1;
+        return 0;
+    }
+    if (!cJSON_IsArray(item) && !cJSON_IsObject(item))
+        return 0;
+    size_t len = ptr->len;
+    int i = 0, rc = 0;
+    for (const cJSON *c = item->child; c && rc == 0; c = c->next, i++) {
+        ptr->len = len;
+        if (ptr->p)
+            ptr->p[len] = '\0';
+        if (cJSON_IsArray(item)) {
+            if (buf_printf(ptr, "/%d", i) < 0)
+                return -1;
+        } else {
+            /* A member named "*" would read as every member: not learnt. */
+            if (!c->string || strcmp(c->string, "*") == 0)
+                continue;
+            if (buf_puts(ptr, "/") < 0)
+                return -1;
+            for (const char *k = c->string; *k; k++)
+                if ((*k == '~'   ? buf_puts(ptr, "~0")
+                     : *k == '/' ? buf_puts(ptr, "~1")
+                                 : buf_append(ptr, k, 1)) < 0)
+                    return -1;
+        }
+        rc = learn_json(r, c, ptr, depth + 1);
+    }
+    ptr->len = len;
+    if (ptr->p)
+        ptr->p[len] = '\0';
+    return rc;
+}
+
+int match_learn_redacted(struct redact_rules *r, const struct match_request *req)
+{
+    /* Query: "name=[REDACTED]" pairs. */
+    const char *q = req->query;
+    if (q && has_redacted(q, strlen(q))) {
+        while (*q && r->nquery < MATCH_LEARN_MAX) {
+            const char *amp = strchr(q, '&'), *end = amp ? amp : q + strlen(q);
+            const char *eq = memchr(q, '=', (size_t)(end - q));
+            if (eq && (size_t)(end - eq - 1) == strlen(REDACTED) &&
+                memcmp(eq + 1, REDACTED, strlen(REDACTED)) == 0) {
+                char *name = xstrndup(q, (size_t)(eq - q));
+                int bad =
+                    !name || (!listed(r->query, r->nquery, name) && redact_add_query(r, name) < 0);
+                free(name);
+                if (bad)
+                    return -1;
+            }
+            q = amp ? amp + 1 : end;
+        }
+    }
+    for (size_t i = 0; req->headers && i < req->headers->n && r->nheaders < MATCH_LEARN_MAX; i++) {
+        const struct header *h = &req->headers->v[i];
+        if (strcmp(h->value, REDACTED) == 0 && !redact_is_secret_header(r, h->name) &&
+            redact_add_header(r, h->name) < 0)
+            return -1;
+    }
+    if (!has_redacted(req->body, req->body_len))
+        return 0;
+    cJSON *tree = json_parse_exact(req->body, req->body_len);
+    if (!tree)
+        return 0;
+    struct buf ptr = {0};
+    int rc = learn_json(r, tree, &ptr, 0);
+    buf_free(&ptr);
+    cJSON_Delete(tree);
+    return rc;
+}
+
+int match_index_ident(const struct match_request *req, struct redact_rules *learnt,
+                      struct match_ident *out)
+{
+    static const struct match_rules all = {.fields = MATCH_ALL};
+    if (match_learn_redacted(learnt, req) < 0)
+        return -1;
+    char *key = match_key(&all, learnt, req);
+    if (!key)
+        return -1;
+    match_ident_of(key, out);
+    free(key);
+    return 0;
+}
+
 /* ------------------------------------------------------------ differences */
 
 struct diffs {

@@ -59,6 +59,39 @@ char *match_key(const struct match_rules *rules, const struct redact_rules *reda
 /* 64-bit FNV-1a of a key, for hash tables. */
 uint64_t match_hash(const char *key);
 
+/* A key's identity in the match index: FNV-1a and a second, independent 64-bit hash of its
+ * text (128 bits: keys that differ share one by accident with odds of n^2 / 2^129). */
+struct match_ident {
+    uint64_t hash;
+    uint64_t check;
+};
+void match_ident_of(const char *key, struct match_ident *out);
+
+/* What match_index_ident() computes; stored with every index entry (schema/007), so a file
+ * indexed by an apisim that computed keys differently is re-indexed. Bump it whenever a
+ * change here (or in what the index key covers) changes any key. */
+#define MATCH_INDEX_VERSION 1
+/* Names and pointers learnt from one request, at most. */
+#define MATCH_LEARN_MAX 256
+
+/* Learn into r what req holds as REDACTED: query parameter names whose value is REDACTED,
+ * header names (other than the built-in secret ones) whose value is, and the JSON pointer of
+ * every string value that is (members named "*" aside). Names already in r are not added
+ * again; r stops growing at MATCH_LEARN_MAX per kind. Returns 0, or -1 when out of memory. */
+int match_learn_redacted(struct redact_rules *r, const struct match_request *req);
+
+/* The identity of req's key in the match index: the key under the default rules (every
+ * field, no headers, nothing ignored) with what req itself holds as REDACTED left out (as
+ * match_learn_redacted() finds it, into learnt: empty rules the caller frees). A request
+ * carrying the real secrets, keyed with those names as redact rules, has the same key.
+ * Returns 0, or -1 when out of memory. */
+int match_index_ident(const struct match_request *req, struct redact_rules *learnt,
+                      struct match_ident *out);
+
+/* 1 when rules is the default (every field, no headers, nothing ignored): what the index
+ * in the database answers for. NULL is the default. */
+int match_rules_are_default(const struct match_rules *rules);
+
 /* Describe how req differs from rec under rules, one newly allocated string per difference
  * (e.g. "method: POST != GET", "path: /a != /b", "query a: 1 != 2", "query b: missing",
  * "body /messages/0/content: \"hi\" != \"yo\"", "header x-v: 1 != 2"): request value first,

@@ -12,14 +12,17 @@
 #include "redact.h"
 #include "template.h"
 
-/* Response bodies are kept in memory up to this total; beyond it they are read from the
- * database when served, so a 1 GiB recording replays in little memory. */
-#define REPLAY_BODY_BUDGET (32u * 1024 * 1024)
-/* Only bodies up to this size are kept: small answers gain most from memory, and a large
- * body costs more to send than to read. */
+/* Recorded exchanges are looked up per request (the match index in the database, or keys
+ * computed by a pass over the recording for rules that change them) and the answers served
+ * are cached: entries up to this many bytes in all, least recently used dropped first. */
+#define REPLAY_CACHE_BUDGET (8u * 1024 * 1024)
+/* Only bodies up to this size are cached with their entry: small answers gain most from
+ * memory, and a large body costs more to send than to read. */
 #define REPLAY_KEEP_BODY_MAX (64 * 1024)
+/* Keys whose position in their sequence does not matter (one exchange, repeated) are
+ * cached up to this many; keys with a position to remember are kept. */
+#define REPLAY_HOT_GROUPS 8192
 #define REPLAY_JOURNAL_DEFAULT 10000
-#define REPLAY_LEARN_MAX 256 /* redacted names and pointers learnt from a recording */
 #define REPLAY_NEAREST 3
 #define REPLAY_NEAREST_SCAN 200
 #define REPLAY_MAX_DIFFS 8
@@ -47,9 +50,34 @@ struct entry {
     /* Stubs keep their request side for miss reports. */
     char *method;
     char *path;
+    /* Recorded entries live in the cache (struct cache): references held by the cache and
+     * by the responses borrowing from the entry; the last one frees it. */
+    atomic_int refs;
+    size_t cost;                 /* bytes it holds, counted against the cache budget */
+    struct entry *cchain;        /* same cache bucket */
+    struct entry *cprev, *cnext; /* cache order, most recently used first */
 };
 
-/* The exchanges that share one match key, in recorded order, and the replay's position. */
+/* A recorded key's exchanges in replay order (ids), and the replay's position in them. */
+struct rgroup {
+    struct match_ident key;
+    int64_t *ids;
+    size_t n;
+    size_t next;                 /* index of the next answer */
+    int pinned;                  /* its position matters: kept until the end */
+    struct rgroup *chain;        /* same bucket */
+    struct rgroup *prev, *lnext; /* unpinned groups, most recently used first */
+};
+
+/* The keys of the exchanges read by a pass over the recording (rules that change keys),
+ * sorted by identity and then replay order, so a key's exchanges are one run. */
+struct mem_key {
+    struct match_ident key;
+    int64_t order;
+    int64_t id;
+};
+
+/* The stubs registered for one method and path, in order, and the position in them. */
 struct group {
     char *key;
     uint64_t hash;
@@ -85,12 +113,27 @@ struct replay {
     /* The config's redaction rules plus those learnt from the recording: left out of keys. */
     struct redact_rules redact;
 
-    pthread_rwlock_t lock;  /* guards the tables and entries lists */
-    struct table recorded;  /* key -> recorded exchanges */
+    pthread_rwlock_t lock;  /* guards the stub table and entries lists */
     struct table stubs;     /* "METHOD path" -> stubs, latest group wins */
     struct entry **entries; /* every entry ever made, freed at the end */
     size_t nentries, capentries;
-    size_t nrecorded;
+    /* Recorded exchanges. Requests under the default rules are looked up in the match index
+     * in the database (db_index); those under rules that change keys (--match, --ignore-*,
+     * --match-header, a route's "match", --redact-query/-json at replay time: all of them
+     * when mem_all) in mem[], built by a pass over the recording at start. */
+    int db_index;
+    int mem_all;
+    int need_chunks; /* a latency spec replays chunk timing: entries read their chunks */
+    struct mem_key *mem;
+    size_t nmem, capmem;
+    pthread_mutex_t cmu; /* guards the groups and the cache below */
+    struct rgroup **gbuckets;
+    size_t ngbuckets, ngroups, nunpinned;
+    struct rgroup *ghead, *gtail; /* unpinned groups */
+    struct entry **cbuckets;
+    size_t ncbuckets, ncached, cache_bytes;
+    struct entry *chead, *ctail;
+    atomic_llong nrecorded;  /* -1 until counted (the first health request) */
     size_t persistent_stubs; /* stubs in entries[] before this index survive reset */
     int64_t next_stub_id;
     int64_t registrations;
@@ -309,134 +352,501 @@ static struct match_request request_view(const struct exchange *ex)
                                   .body_len = ex->request_body_len};
 }
 
-/* The key a proxied request is looked up by: its scheme and authority before its match
- * key, so it replays only from exchanges of its own host (a request in origin form, sent to
- * apisim as a reverse proxy, uses the bare key and matches any host). Returns a malloc'd
- * string, or NULL when out of memory. */
-static char *host_key(const char *scheme, const char *authority, const char *key)
+/* ---- recorded exchanges: groups, the entry cache, the pass ------------------------------- */
+
+static size_t ident_slot(const struct match_ident *k, size_t nbuckets)
 {
-    struct buf b = {0};
-    if (buf_printf(&b, "%s://%s\n%s", scheme ? scheme : "http", authority, key) < 0) {
-        buf_free(&b);
-        return NULL;
-    }
-    return buf_steal(&b, NULL);
+    return (size_t)(k->hash ^ (k->check >> 7)) & (nbuckets - 1);
 }
 
-/* Index one recorded exchange (takes what it needs from ex; the caller frees ex): under its
- * key and, when its host is known, under its host's key too. */
-static int index_exchange(struct replay *rp, struct exchange *ex, int keep_body, char *err)
+static int ident_eq(const struct match_ident *a, const struct match_ident *b)
 {
-    struct match_request mr = request_view(ex);
-    char *key = key_of(rp, &mr);
-    char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
-    struct entry *e = key ? entry_from_exchange(ex, keep_body) : NULL;
-    struct group *g = e ? table_get(&rp->recorded, key) : NULL;
-    struct group *hg = g && hkey ? table_get(&rp->recorded, hkey) : NULL;
-    if (!key || !e || !g || (ex->authority && !hg) || group_push(g, e) < 0 ||
-        (hg && group_push(hg, e) < 0) || remember_entry(rp, e) < 0) {
-        if (!g)
-            free(key);
-        if (!hg)
-            free(hkey);
-        entry_free(e);
-        snprintf(err, APISIM_ERR_LEN, "out of memory indexing exchange %lld", (long long)ex->id);
-        return -1;
+    return a->hash == b->hash && a->check == b->check;
+}
+
+static struct rgroup *rgroup_find(const struct replay *rp, const struct match_ident *k)
+{
+    if (!rp->ngbuckets)
+        return NULL;
+    for (struct rgroup *g = rp->gbuckets[ident_slot(k, rp->ngbuckets)]; g; g = g->chain)
+        if (ident_eq(&g->key, k))
+            return g;
+    return NULL;
+}
+
+static void glru_unlink(struct replay *rp, struct rgroup *g)
+{
+    if (g->prev)
+        g->prev->lnext = g->lnext;
+    else
+        rp->ghead = g->lnext;
+    if (g->lnext)
+        g->lnext->prev = g->prev;
+    else
+        rp->gtail = g->prev;
+    g->prev = g->lnext = NULL;
+}
+
+static void glru_push(struct replay *rp, struct rgroup *g)
+{
+    g->prev = NULL;
+    g->lnext = rp->ghead;
+    if (rp->ghead)
+        rp->ghead->prev = g;
+    rp->ghead = g;
+    if (!rp->gtail)
+        rp->gtail = g;
+}
+
+static void rgroup_remove(struct replay *rp, struct rgroup *g)
+{
+    struct rgroup **pp = &rp->gbuckets[ident_slot(&g->key, rp->ngbuckets)];
+    while (*pp != g)
+        pp = &(*pp)->chain;
+    *pp = g->chain;
+    if (!g->pinned) {
+        glru_unlink(rp, g);
+        rp->nunpinned--;
     }
-    rp->nrecorded++;
+    rp->ngroups--;
+    free(g->ids);
+    free(g);
+}
+
+/* Add a group for key with ids (taken), unpinned and most recently used; the least
+ * recently used unpinned ones go beyond REPLAY_HOT_GROUPS. NULL when out of memory (ids
+ * freed). */
+static struct rgroup *rgroup_add(struct replay *rp, const struct match_ident *k, int64_t *ids,
+                                 size_t n)
+{
+    struct rgroup *g = NULL;
+    if (rp->ngroups + 1 > rp->ngbuckets) {
+        size_t nb = rp->ngbuckets ? rp->ngbuckets * 2 : 1024;
+        struct rgroup **b = calloc(nb, sizeof *b);
+        if (!b)
+            goto oom;
+        for (size_t i = 0; i < rp->ngbuckets; i++)
+            for (struct rgroup *x = rp->gbuckets[i], *next; x; x = next) {
+                next = x->chain;
+                x->chain = b[ident_slot(&x->key, nb)];
+                b[ident_slot(&x->key, nb)] = x;
+            }
+        free(rp->gbuckets);
+        rp->gbuckets = b;
+        rp->ngbuckets = nb;
+    }
+    if (!(g = calloc(1, sizeof *g)))
+        goto oom;
+    g->key = *k;
+    g->ids = ids;
+    g->n = n;
+    size_t slot = ident_slot(k, rp->ngbuckets);
+    g->chain = rp->gbuckets[slot];
+    rp->gbuckets[slot] = g;
+    rp->ngroups++;
+    glru_push(rp, g);
+    rp->nunpinned++;
+    while (rp->nunpinned > REPLAY_HOT_GROUPS && rp->gtail != g)
+        rgroup_remove(rp, rp->gtail);
+    return g;
+oom:
+    free(ids);
+    return NULL;
+}
+
+static void rgroups_free(struct replay *rp)
+{
+    for (size_t i = 0; i < rp->ngbuckets; i++)
+        for (struct rgroup *g = rp->gbuckets[i], *next; g; g = next) {
+            next = g->chain;
+            free(g->ids);
+            free(g);
+        }
+    free(rp->gbuckets);
+    rp->gbuckets = NULL;
+    rp->ngbuckets = rp->ngroups = rp->nunpinned = 0;
+    rp->ghead = rp->gtail = NULL;
+}
+
+/* The id of the group's next answer (the sequence position moves on), or 0 when the
+ * sequence is exhausted under --sequence-end error. A group whose position now matters is
+ * pinned; another one becomes the most recently used. Under rp->cmu. */
+static int64_t rgroup_next(struct replay *rp, struct rgroup *g)
+{
+    int64_t id = 0;
+    if (g->next < g->n) {
+        id = g->ids[g->next++];
+    } else if (g->n > 0) {
+        switch (rp->opt.sequence_end) {
+        case SEQUENCE_REPEAT_LAST:
+            id = g->ids[g->n - 1];
+            break;
+        case SEQUENCE_CYCLE:
+            id = g->ids[0];
+            g->next = 1;
+            break;
+        case SEQUENCE_ERROR:
+            break;
+        }
+    }
+    /* One exchange repeated or cycled answers the same whatever the position: such a group
+     * may be dropped and looked up again. */
+    int matters = g->n > 1 || rp->opt.sequence_end == SEQUENCE_ERROR;
+    if (!g->pinned && matters) {
+        glru_unlink(rp, g);
+        rp->nunpinned--;
+        g->pinned = 1;
+    } else if (!g->pinned && rp->ghead != g) {
+        glru_unlink(rp, g);
+        glru_push(rp, g);
+    }
+    return id;
+}
+
+/* -- the entry cache: id -> entry, bounded by REPLAY_CACHE_BUDGET -- */
+
+static void entry_unref(struct entry *e)
+{
+    if (e && atomic_fetch_sub(&e->refs, 1) == 1)
+        entry_free(e);
+}
+
+/* The server is done with a response that borrowed from e. */
+static void entry_release(void *cls)
+{
+    entry_unref(cls);
+}
+
+static size_t id_slot(int64_t id, size_t n)
+{
+    uint64_t h = (uint64_t)id * 0x9e3779b97f4a7c15ULL;
+    return (size_t)(h >> 20) & (n - 1);
+}
+
+static void clru_unlink(struct replay *rp, struct entry *e)
+{
+    if (e->cprev)
+        e->cprev->cnext = e->cnext;
+    else
+        rp->chead = e->cnext;
+    if (e->cnext)
+        e->cnext->cprev = e->cprev;
+    else
+        rp->ctail = e->cprev;
+    e->cprev = e->cnext = NULL;
+}
+
+static void clru_push(struct replay *rp, struct entry *e)
+{
+    e->cprev = NULL;
+    e->cnext = rp->chead;
+    if (rp->chead)
+        rp->chead->cprev = e;
+    rp->chead = e;
+    if (!rp->ctail)
+        rp->ctail = e;
+}
+
+static void cache_remove(struct replay *rp, struct entry *e)
+{
+    struct entry **pp = &rp->cbuckets[id_slot(e->id, rp->ncbuckets)];
+    while (*pp != e)
+        pp = &(*pp)->cchain;
+    *pp = e->cchain;
+    clru_unlink(rp, e);
+    rp->ncached--;
+    rp->cache_bytes -= e->cost;
+    entry_unref(e); /* the cache's reference */
+}
+
+/* The cached entry of id with a reference for the caller, or NULL. Under rp->cmu. */
+static struct entry *cache_get(struct replay *rp, int64_t id)
+{
+    if (!rp->ncbuckets)
+        return NULL;
+    for (struct entry *e = rp->cbuckets[id_slot(id, rp->ncbuckets)]; e; e = e->cchain)
+        if (e->id == id) {
+            if (rp->chead != e) {
+                clru_unlink(rp, e);
+                clru_push(rp, e);
+            }
+            atomic_fetch_add(&e->refs, 1);
+            return e;
+        }
+    return NULL;
+}
+
+/* Cache e (which holds the caller's reference) unless id is cached already: returns the
+ * entry to serve, with a reference for the caller (e itself, or the one found, e then
+ * released). Under rp->cmu. */
+static struct entry *cache_put(struct replay *rp, struct entry *e)
+{
+    struct entry *old = cache_get(rp, e->id);
+    if (old) {
+        entry_unref(e);
+        return old;
+    }
+    if (rp->ncached + 1 > rp->ncbuckets) {
+        size_t nb = rp->ncbuckets ? rp->ncbuckets * 2 : 1024;
+        struct entry **b = calloc(nb, sizeof *b);
+        if (!b)
+            return e; /* served uncached */
+        for (size_t i = 0; i < rp->ncbuckets; i++)
+            for (struct entry *x = rp->cbuckets[i], *next; x; x = next) {
+                next = x->cchain;
+                x->cchain = b[id_slot(x->id, nb)];
+                b[id_slot(x->id, nb)] = x;
+            }
+        free(rp->cbuckets);
+        rp->cbuckets = b;
+        rp->ncbuckets = nb;
+    }
+    size_t slot = id_slot(e->id, rp->ncbuckets);
+    e->cchain = rp->cbuckets[slot];
+    rp->cbuckets[slot] = e;
+    clru_push(rp, e);
+    rp->ncached++;
+    rp->cache_bytes += e->cost;
+    atomic_fetch_add(&e->refs, 1); /* the cache's */
+    while (rp->cache_bytes > REPLAY_CACHE_BUDGET && rp->ctail && rp->ctail != e)
+        cache_remove(rp, rp->ctail);
+    return e;
+}
+
+static void cache_free(struct replay *rp)
+{
+    while (rp->ctail)
+        cache_remove(rp, rp->ctail);
+    free(rp->cbuckets);
+    rp->cbuckets = NULL;
+    rp->ncbuckets = 0;
+}
+
+/* The served form of ex (which keeps what it had): 0 with *out (one reference, the
+ * caller's), or -1 when out of memory. */
+static int entry_make(struct exchange *ex, struct entry **out)
+{
+    int keep = ex->response_body != NULL || ex->response_body_len == 0;
+    struct entry *e = entry_from_exchange(ex, keep);
+    if (!e)
+        return -1;
+    /* What malloc holds for it: each allocation costs its size and about 16 bytes more. */
+    e->cost = sizeof *e + 16 + (e->body ? e->body_len + 16 : 0) +
+              (e->nchunks ? e->nchunks * sizeof(struct chunk) + 16 : 0) +
+              (e->headers.n ? e->headers.n * sizeof(struct header) + 16 : 0);
+    for (size_t i = 0; i < e->headers.n; i++)
+        e->cost += strlen(e->headers.v[i].name) + strlen(e->headers.v[i].value) + 2 + 32;
+    atomic_init(&e->refs, 1);
+    *out = e;
     return 0;
 }
 
-struct load_state {
-    struct replay *rp;
-    size_t budget; /* bytes of bodies kept in memory so far */
-    char *err;
-};
-
-/* store_scan()'s callback: index one exchange, keeping its body while the budget lasts. */
-static int load_one(void *cls, struct exchange *ex)
+/* Read exchange id's served form from the database: 0 with *out (one reference, the
+ * caller's), 1 when it is no longer there, -1 with err. Any thread. */
+static int entry_load(struct replay *rp, int64_t id, struct entry **out, char *err)
 {
-    struct load_state *ls = cls;
-    int keep = ex->response_body || ex->response_body_len == 0;
-    if (ex->response_body && ls->budget + ex->response_body_len > REPLAY_BODY_BUDGET) {
-        free(ex->response_body); /* over budget: read when served */
-        ex->response_body = NULL;
-        keep = 0;
-    }
-    if (ex->response_body)
-        ls->budget += ex->response_body_len;
-    int rc = index_exchange(ls->rp, ex, keep, ls->err);
+    struct exchange *ex = NULL;
+    int rc = store_get_response(rp->opt.store, id, REPLAY_KEEP_BODY_MAX, rp->need_chunks, &ex, err);
+    if (rc != 0)
+        return rc;
+    rc = entry_make(ex, out);
     exchange_free(ex);
+    if (rc < 0)
+        snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
     return rc;
 }
 
-/* Index every exchange of the session in one pass; bodies up to REPLAY_KEEP_BODY_MAX are
- * kept in memory (within the budget), the rest read when served. */
-static int load_recording(struct replay *rp, char *err)
+static int mem_key_cmp(const void *pa, const void *pb)
 {
-    struct load_state ls = {.rp = rp, .err = err};
-    return store_scan(rp->opt.store, rp->opt.session, REPLAY_KEEP_BODY_MAX, load_one, &ls, err);
+    const struct mem_key *a = pa, *b = pb;
+    if (a->key.hash != b->key.hash)
+        return a->key.hash < b->key.hash ? -1 : 1;
+    if (a->key.check != b->key.check)
+        return a->key.check < b->key.check ? -1 : 1;
+    return a->order < b->order ? -1 : a->order > b->order;
 }
 
-/* ---- redaction learnt from the recording -------------------------------------------------- */
-
-static int name_known(char **v, size_t n, const char *name)
+/* The ids of key's exchanges in mem[] (in replay order). 0 with *ids (malloc'd, NULL when
+ * none) and *n, or -1 when out of memory. */
+static int mem_lookup(const struct replay *rp, const struct match_ident *k, int64_t **ids,
+                      size_t *n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(v[i], name) == 0)
+    size_t lo = 0, hi = rp->nmem;
+    *ids = NULL;
+    *n = 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct match_ident *m = &rp->mem[mid].key;
+        if (m->hash < k->hash || (m->hash == k->hash && m->check < k->check))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t end = lo;
+    while (end < rp->nmem && ident_eq(&rp->mem[end].key, k))
+        end++;
+    if (end == lo)
+        return 0;
+    int64_t *v = malloc((end - lo) * sizeof *v);
+    if (!v)
+        return -1;
+    for (size_t i = lo; i < end; i++)
+        v[i - lo] = rp->mem[i].id;
+    *ids = v;
+    *n = end - lo;
+    return 0;
+}
+
+/* What a request is looked up by among the recorded exchanges. */
+struct rkey {
+    struct match_ident key;   /* its match key's: what the database's index holds */
+    const char *origin;       /* a proxied request's "scheme://authority"; NULL: any host */
+    struct match_ident group; /* its group's: the key's, or the origin's and key's together */
+};
+
+/* The origin an exchange or a proxied request is indexed and looked up under, as the match
+ * index holds it (store.h, store_origin): "scheme://authority"; NULL when the authority is
+ * unknown (an exchange) or absent (a request in origin form: it matches any host). Returns
+ * a malloc'd string or NULL; *oom is set when memory ran out. */
+static char *origin_of(const char *scheme, const char *authority, int *oom)
+{
+    if (!authority)
+        return NULL;
+    char *o = store_origin(scheme, authority);
+    if (!o)
+        *oom = 1;
+    return o;
+}
+
+/* Fill k for key (and origin, NULL for any host). The group of a proxied request is its
+ * host's alone: it keeps its own place in a sequence, apart from the same key asked without
+ * a host. Returns 0, or -1 when out of memory. */
+static int rkey_make(struct rkey *k, const char *key, const char *origin)
+{
+    match_ident_of(key, &k->key);
+    k->origin = origin;
+    k->group = k->key;
+    if (!origin)
+        return 0;
+    struct buf b = {0};
+    if (buf_printf(&b, "%s\n%s", origin, key) < 0) {
+        buf_free(&b);
+        return -1;
+    }
+    match_ident_of(b.p, &k->group);
+    buf_free(&b);
+    return 0;
+}
+
+/* 1 when requests with this method and path are looked up in the database's match index. */
+static int uses_db_index(const struct replay *rp, const struct match_rules *rules)
+{
+    return rp->db_index && !rp->mem_all && match_rules_are_default(rules);
+}
+
+struct pass_state {
+    struct replay *rp;
+    size_t exchanges; /* read into mem[] */
+    char *err;
+};
+
+/* store_scan_requests()'s callback: the key of one exchange, for mem[]: under its group
+ * ident for requests in origin form and, when its origin is known, for proxied requests of
+ * that origin (rkey_make), as two entries. */
+static int pass_one(void *cls, int64_t id, const struct match_request *mr, const char *origin)
+{
+    struct pass_state *ps = cls;
+    struct replay *rp = ps->rp;
+    const struct match_rules *rules = rules_for(rp, mr->method, mr->path);
+    if (uses_db_index(rp, rules))
+        return 0; /* the database answers for it */
+    char *key = match_key(rules, &rp->redact, mr);
+    struct rkey bare, host;
+    int ok =
+        key && rkey_make(&bare, key, NULL) == 0 && (!origin || rkey_make(&host, key, origin) == 0);
+    free(key);
+    while (ok && rp->nmem + 2 > rp->capmem) {
+        size_t cap = rp->capmem ? rp->capmem * 2 : 1024;
+        struct mem_key *v = realloc(rp->mem, cap * sizeof *v);
+        if (!v)
+            ok = 0;
+        else {
+            rp->mem = v;
+            rp->capmem = cap;
+        }
+    }
+    if (!ok) {
+        snprintf(ps->err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
+        return -1;
+    }
+    for (int i = 0; i < (origin ? 2 : 1); i++) {
+        struct mem_key *m = &rp->mem[rp->nmem];
+        m->key = i == 0 ? bare.group : host.group;
+        m->order = (int64_t)rp->nmem;
+        m->id = id;
+        rp->nmem++;
+    }
+    ps->exchanges++;
+    return 0;
+}
+
+/* Rules that change keys at replay time need every affected exchange's key under them:
+ * one pass over the recording (reads every request; see README, "Replay at scale"). */
+static int read_recording_keys(struct replay *rp, char *err)
+{
+    int64_t t0 = now_mono_us();
+    struct pass_state ps = {.rp = rp, .err = err};
+    if (store_scan_requests(rp->opt.store, rp->opt.session, pass_one, &ps, err) < 0)
+        return -1;
+    if (rp->nmem > 1)
+        qsort(rp->mem, rp->nmem, sizeof *rp->mem, mem_key_cmp);
+    log_msg(LOG_INFO, "%s: read the keys of %zu exchange(s) in %.0f ms at start",
+            rp->db_index ? "match rules that change keys" : "no current match index", ps.exchanges,
+            (double)(now_mono_us() - t0) / 1000.0);
+    return 0;
+}
+
+/* Does anything change the key of a request under the default rules at replay time? Every
+ * route with "match" rules does for its own requests; global rules and replay-time
+ * redaction of the query or body do for all of them. */
+static void choose_index(struct replay *rp, int db_current)
+{
+    const struct config *cfg = rp->opt.config;
+    rp->need_chunks = cfg && cfg->has_latency && latency_replays_chunks(&cfg->latency, NULL);
+    for (size_t i = 0; cfg && i < cfg->nroutes; i++)
+        rp->need_chunks |=
+            cfg->routes[i].has_latency && latency_replays_chunks(&cfg->routes[i].latency, NULL);
+    rp->db_index = db_current;
+    rp->mem_all = !db_current || !match_rules_are_default(&rp->default_rules) ||
+                  (cfg && (cfg->redact.nquery || cfg->redact.njson));
+}
+
+static int routes_change_keys(const struct replay *rp)
+{
+    const struct config *cfg = rp->opt.config;
+    for (size_t i = 0; cfg && i < cfg->nroutes; i++)
+        if (cfg->routes[i].has_match && !match_rules_are_default(&cfg->routes[i].match))
             return 1;
     return 0;
 }
 
-/* Add the pointer of every string "[REDACTED]" under item (path so far in ptr). */
-static void learn_json(struct redact_rules *r, const cJSON *item, struct buf *ptr, int depth)
-{
-    if (depth > 32 || r->njson >= REPLAY_LEARN_MAX)
-        return;
-    if (cJSON_IsString(item) && strcmp(item->valuestring, REDACTED) == 0) {
-        const char *p = ptr->p ? ptr->p : "";
-        if (p[0] && !name_known(r->json, r->njson, p))
-            redact_add_json(r, p);
-        return;
-    }
-    if (!cJSON_IsArray(item) && !cJSON_IsObject(item))
-        return;
-    size_t len = ptr->len;
-    int i = 0;
-    for (const cJSON *c = item->child; c; c = c->next, i++) {
-        ptr->len = len;
-        if (ptr->p)
-            ptr->p[len] = '\0';
-        if (cJSON_IsArray(item)) {
-            if (buf_printf(ptr, "/%d", i) < 0)
-                return;
-        } else {
-            /* A member named "*" would read as every member: not learnt. */
-            if (!c->string || strcmp(c->string, "*") == 0 || buf_puts(ptr, "/") < 0)
-                continue;
-            for (const char *k = c->string; *k; k++)
-                if ((*k == '~'   ? buf_puts(ptr, "~0")
-                     : *k == '/' ? buf_puts(ptr, "~1")
-                                 : buf_append(ptr, k, 1)) < 0)
-                    return;
-        }
-        learn_json(r, c, ptr, depth + 1);
-    }
-    ptr->len = len;
-    if (ptr->p)
-        ptr->p[len] = '\0';
-}
+/* ---- redaction learnt from the recording -------------------------------------------------- */
 
 /* A recording made with --redact-header/-query/-json holds "[REDACTED]" where the secrets
  * were. Those fields are left out of keys here too, so a replay started without the same
- * flags still matches a request that carries the real secret. */
-static int learn_redactions(struct replay *rp, char *err)
+ * flags still matches a request that carries the real secret. The names are kept in the
+ * match index (match_redacted); without a current index, they are found by reading every
+ * request that holds one. */
+static int learn_redactions(struct replay *rp, int db_current, char *err)
 {
     static const char sql[] =
         "SELECT query, request_headers, request_body FROM exchanges "
         "WHERE (?1 IS NULL OR session = ?1) AND (instr(query, '" REDACTED "') > 0 OR "
         "instr(request_headers, '\"" REDACTED "\"') > 0 OR "
         "instr(CAST(request_body AS TEXT), '\"" REDACTED "\"') > 0)";
+    struct redact_rules *r = &rp->redact;
+    if (db_current)
+        return store_redacted_names(rp->opt.store, r, err);
     sqlite3 *db = store_db(rp->opt.store);
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK) {
@@ -446,42 +856,24 @@ static int learn_redactions(struct replay *rp, char *err)
     }
     if (rp->opt.session)
         sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
-    struct redact_rules *r = &rp->redact;
-    while (sqlite3_step(s) == SQLITE_ROW) {
-        /* Query: "name=[REDACTED]" pairs. */
-        const char *q = (const char *)sqlite3_column_text(s, 0);
-        while (q && *q && r->nquery < REPLAY_LEARN_MAX) {
-            const char *amp = strchr(q, '&'), *end = amp ? amp : q + strlen(q);
-            const char *eq = memchr(q, '=', (size_t)(end - q));
-            if (eq && (size_t)(end - eq - 1) == strlen(REDACTED) &&
-                memcmp(eq + 1, REDACTED, strlen(REDACTED)) == 0) {
-                char *name = xstrndup(q, (size_t)(eq - q));
-                if (name && !name_known(r->query, r->nquery, name))
-                    redact_add_query(r, name);
-                free(name);
-            }
-            q = amp ? amp + 1 : end;
-        }
-        /* Headers: [[name, "[REDACTED]"], ...]. */
+    int rc = 0;
+    while (rc == 0 && sqlite3_step(s) == SQLITE_ROW) {
         struct headers h = {0};
         const char *hj = (const char *)sqlite3_column_text(s, 1);
-        if (hj && exchange_headers_from_json(hj, (size_t)sqlite3_column_bytes(s, 1), &h) == 0)
-            for (size_t i = 0; i < h.n && r->nheaders < REPLAY_LEARN_MAX; i++)
-                if (strcmp(h.v[i].value, REDACTED) == 0 && !redact_is_secret_header(r, h.v[i].name))
-                    redact_add_header(r, h.v[i].name);
+        if (hj)
+            exchange_headers_from_json(hj, (size_t)sqlite3_column_bytes(s, 1), &h);
+        struct match_request mr = {.query = (const char *)sqlite3_column_text(s, 0),
+                                   .headers = &h,
+                                   .body = sqlite3_column_blob(s, 2),
+                                   .body_len = (size_t)sqlite3_column_bytes(s, 2)};
+        rc = match_learn_redacted(r, &mr);
         headers_free(&h);
-        /* JSON body: the pointer of every "[REDACTED]" value. */
-        const char *b = (const char *)sqlite3_column_blob(s, 2);
-        int blen = sqlite3_column_bytes(s, 2);
-        cJSON *tree = b && blen > 0 ? cJSON_ParseWithLength(b, (size_t)blen) : NULL;
-        if (tree) {
-            struct buf ptr = {0};
-            learn_json(r, tree, &ptr, 0);
-            buf_free(&ptr);
-            cJSON_Delete(tree);
-        }
     }
     sqlite3_finalize(s);
+    if (rc < 0) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        return -1;
+    }
     if (r->nquery || r->njson)
         log_msg(LOG_DEBUG,
                 "redacted in the recording, left out of match keys: %zu query "
@@ -489,7 +881,6 @@ static int learn_redactions(struct replay *rp, char *err)
                 r->nquery, r->njson);
     return 0;
 }
-
 int replay_new(struct replay **out, const struct replay_options *opt, char *err)
 {
     struct replay *rp = calloc(1, sizeof *rp);
@@ -500,6 +891,8 @@ int replay_new(struct replay **out, const struct replay_options *opt, char *err)
     rp->opt = *opt;
     pthread_rwlock_init(&rp->lock, NULL);
     pthread_mutex_init(&rp->mu, NULL);
+    pthread_mutex_init(&rp->cmu, NULL);
+    atomic_init(&rp->nrecorded, -1);
     latency_seed(&rp->rng, opt->seed);
     rp->jcap = opt->journal_max ? opt->journal_max : REPLAY_JOURNAL_DEFAULT;
     rp->journal = calloc(rp->jcap, sizeof *rp->journal);
@@ -528,14 +921,20 @@ int replay_new(struct replay **out, const struct replay_options *opt, char *err)
     }
     /* Stub ids stay clear of recorded ones (and of those --on-miss record adds). */
     rp->next_stub_id = opt->store ? 1000000000 : 1;
-    if (opt->store && (learn_redactions(rp, err) < 0 || load_recording(rp, err) < 0)) {
-        replay_free(rp);
-        return -1;
+    if (opt->store) {
+        int current = 0;
+        if (store_index_sync(opt->store, &current, err) < 0 ||
+            learn_redactions(rp, current, err) < 0)
+            goto fail;
+        choose_index(rp, current);
+        if ((rp->mem_all || routes_change_keys(rp)) && read_recording_keys(rp, err) < 0)
+            goto fail;
     }
     *out = rp;
     return 0;
 oom:
     snprintf(err, APISIM_ERR_LEN, "out of memory");
+fail:
     replay_free(rp);
     return -1;
 }
@@ -551,7 +950,9 @@ void replay_free(struct replay *rp)
 {
     if (!rp)
         return;
-    table_free(&rp->recorded);
+    rgroups_free(rp);
+    cache_free(rp);
+    free(rp->mem);
     table_free(&rp->stubs);
     for (size_t i = 0; i < rp->nentries; i++)
         entry_free(rp->entries[i]);
@@ -564,6 +965,7 @@ void replay_free(struct replay *rp)
     redact_rules_free(&rp->redact);
     pthread_rwlock_destroy(&rp->lock);
     pthread_mutex_destroy(&rp->mu);
+    pthread_mutex_destroy(&rp->cmu);
     free(rp);
 }
 
@@ -659,9 +1061,11 @@ void replay_reset(struct replay *rp)
             group_push(g, e);
         }
     }
-    for (size_t i = 0; i < rp->recorded.nbuckets; i++)
-        for (struct group *g = rp->recorded.buckets[i]; g; g = g->chain)
+    pthread_mutex_lock(&rp->cmu);
+    for (size_t i = 0; i < rp->ngbuckets; i++)
+        for (struct rgroup *g = rp->gbuckets[i]; g; g = g->chain)
             g->next = 0;
+    pthread_mutex_unlock(&rp->cmu);
     pthread_mutex_lock(&rp->mu);
     journal_clear(rp);
     latency_seed(&rp->rng, rp->opt.seed);
@@ -829,8 +1233,21 @@ uint64_t replay_misses(struct replay *rp)
 
 void replay_stats(struct replay *rp, struct replay_stats *out)
 {
+    long long n = atomic_load(&rp->nrecorded);
+    if (n < 0 && rp->opt.store) {
+        /* Counted when first asked, not at start-up: with --session it reads the session. */
+        int64_t count = 0;
+        char err[APISIM_ERR_LEN];
+        if (store_count_exchanges(rp->opt.store, rp->opt.session, &count, err) == 0) {
+            long long expected = -1;
+            atomic_compare_exchange_strong(&rp->nrecorded, &expected, (long long)count);
+        } else {
+            log_msg(LOG_ERROR, "health: %s", err);
+        }
+        n = atomic_load(&rp->nrecorded);
+    }
+    out->exchanges = n > 0 ? (size_t)n : 0;
     pthread_rwlock_rdlock(&rp->lock);
-    out->exchanges = rp->nrecorded;
     out->stubs = rp->stubs.count; /* one per route: a sequence is one stub */
     pthread_rwlock_unlock(&rp->lock);
     pthread_mutex_lock(&rp->mu);
@@ -1031,18 +1448,31 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr,
     if (!arr)
         return NULL;
     memset(best, 0, sizeof best);
-    /* Look at the likeliest candidates first: same method and path. */
-    if (db && sqlite3_prepare_v2(db,
-                                 "SELECT id FROM exchanges WHERE (?1 IS NULL OR session = ?1) "
-                                 "ORDER BY (path = ?2) + (method = ?3) DESC, seq LIMIT ?4",
-                                 -1, &s, NULL) == SQLITE_OK) {
+    /* Look at the likeliest candidates first: same path and method, same path, same method,
+     * the rest. Each query goes through the path index or stops at its limit: a miss never
+     * sorts the whole recording. */
+    static const char *const near_sql[] = {
+        "SELECT id FROM exchanges WHERE path = ?2 AND method = ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path = ?2 AND method != ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path != ?2 AND method = ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+        "SELECT id FROM exchanges WHERE path != ?2 AND method != ?3 AND "
+        "(?1 IS NULL OR session = ?1) LIMIT ?4",
+    };
+    int left = REPLAY_NEAREST_SCAN;
+    for (size_t q = 0; db && left > 0 && q < sizeof near_sql / sizeof near_sql[0]; q++) {
+        if (sqlite3_prepare_v2(db, near_sql[q], -1, &s, NULL) != SQLITE_OK)
+            break;
         if (rp->opt.session)
             sqlite3_bind_text(s, 1, rp->opt.session, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, mr->path, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, mr->method, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 4, REPLAY_NEAREST_SCAN);
+        sqlite3_bind_int(s, 4, left);
         while (sqlite3_step(s) == SQLITE_ROW) {
             struct exchange *ex = NULL;
+            left--;
             if (store_get_exchange(db, sqlite3_column_int64(s, 0), &ex, err) != 0)
                 continue;
             struct match_request rec = request_view(ex);
@@ -1094,6 +1524,7 @@ static cJSON *nearest_json(struct replay *rp, const struct match_request *mr,
             exchange_free(ex);
         }
         sqlite3_finalize(s);
+        s = NULL;
     }
     /* Fewest differences first. */
     for (size_t i = 1; i < nbest; i++)
@@ -1215,35 +1646,219 @@ static int answer_miss(struct replay *rp, struct server_request *req,
     return 0;
 }
 
-/* A miss recorded with --on-miss record is committed: index it, so that the same request
- * in this run is answered from it (writer thread, before the client has its answer). */
+/* The recorded answer to a request looked up by k (under rules): 0 with *out (a reference
+ * for the response to release), or with *out NULL when nothing recorded has this key (of
+ * k's host when it has one), or when its sequence is over under --sequence-end error
+ * (*exhausted set); -1 with err. */
+static int recorded_next(struct replay *rp, const struct match_rules *rules, const struct rkey *k,
+                         struct entry **out, int *exhausted, char *err)
+{
+    struct entry *first = NULL; /* the key's first answer, read with its lookup */
+    *out = NULL;
+    pthread_mutex_lock(&rp->cmu);
+    struct rgroup *g = rgroup_find(rp, &k->group);
+    if (!g) {
+        /* Looked up without the lock: another thread may add the group meanwhile. */
+        pthread_mutex_unlock(&rp->cmu);
+        int64_t *ids = NULL, id0 = 0;
+        size_t n = 0;
+        int rc = 0, more = 0;
+        if (uses_db_index(rp, rules)) {
+            /* One statement finds the key and reads its first answer; a key with several
+             * exchanges lists them with a second one. One read transaction for both (kept
+             * for the next requests of this thread a little while: store.h). */
+            struct exchange *ex = NULL;
+            rc = store_read_begin(rp->opt.store, err);
+            if (rc == 0)
+                rc =
+                    store_index_first(rp->opt.store, rp->opt.session, &k->key, k->origin,
+                                      REPLAY_KEEP_BODY_MAX, rp->need_chunks, &id0, &more, &ex, err);
+            if (rc == 0 && more)
+                rc = store_index_lookup(rp->opt.store, rp->opt.session, &k->key, k->origin, &ids,
+                                        &n, err);
+            else if (rc == 0 && id0 && (ids = malloc(sizeof *ids)) != NULL)
+                ids[n++] = id0;
+            else if (rc == 0 && id0)
+                rc = -1;
+            if (rc == 0 && ex && entry_make(ex, &first) < 0)
+                rc = -1;
+            exchange_free(ex);
+            if (rc < 0 && !err[0])
+                snprintf(err, APISIM_ERR_LEN, "out of memory");
+        } else if (mem_lookup(rp, &k->group, &ids, &n) < 0) {
+            snprintf(err, APISIM_ERR_LEN, "out of memory");
+            rc = -1;
+        }
+        if (rc < 0 || n == 0) {
+            store_read_end(rp->opt.store);
+            free(ids);
+            entry_unref(first);
+            return rc;
+        }
+        pthread_mutex_lock(&rp->cmu);
+        if ((g = rgroup_find(rp, &k->group)) != NULL) {
+            free(ids);
+        } else if (!(g = rgroup_add(rp, &k->group, ids, n))) {
+            pthread_mutex_unlock(&rp->cmu);
+            store_read_end(rp->opt.store);
+            entry_unref(first);
+            snprintf(err, APISIM_ERR_LEN, "out of memory");
+            return -1;
+        }
+        if (first) /* cached whatever this request is answered with */
+            first = cache_put(rp, first);
+    }
+    int64_t id = rgroup_next(rp, g);
+    struct entry *e = NULL;
+    if (first && first->id == id) {
+        e = first;
+        first = NULL;
+    } else if (id) {
+        e = cache_get(rp, id);
+    }
+    pthread_mutex_unlock(&rp->cmu);
+    entry_unref(first);
+    if (!id) {
+        store_read_end(rp->opt.store);
+        *exhausted = 1;
+        return 0;
+    }
+    if (!e) {
+        int rc = store_read_begin(rp->opt.store, err) < 0 ? -1 : entry_load(rp, id, &e, err);
+        store_read_end(rp->opt.store);
+        if (rc == 1)
+            snprintf(err, APISIM_ERR_LEN,
+                     "exchange %lld is in the match index but no longer in the database",
+                     (long long)id);
+        if (rc != 0)
+            return -1;
+        pthread_mutex_lock(&rp->cmu);
+        e = cache_put(rp, e);
+        pthread_mutex_unlock(&rp->cmu);
+    }
+    store_read_end(rp->opt.store);
+    *out = e;
+    return 0;
+}
+
+/* Add id to group g unless it holds it already, and pin g (mem[] does not hold id, and
+ * its position now matters). Under rp->cmu. Returns 0, or -1 when out of memory. */
+static int rgroup_take(struct replay *rp, struct rgroup *g, int64_t id)
+{
+    int has = 0;
+    for (size_t i = 0; i < g->n; i++)
+        has |= g->ids[i] == id;
+    if (!has) {
+        int64_t *v = realloc(g->ids, (g->n + 1) * sizeof *v);
+        if (!v)
+            return -1;
+        v[g->n++] = id;
+        g->ids = v;
+    }
+    if (!g->pinned) {
+        glru_unlink(rp, g);
+        rp->nunpinned--;
+        g->pinned = 1;
+    }
+    return 0;
+}
+
+/* Make exchange id (just recorded) an answer of group k in this run: appended to the group
+ * when it is held, else the group is made from the recording (the database's index, which
+ * holds id already, or mem[] and id). A new group holding id alone was the request's own,
+ * which used its first answer: its position moves past it. Returns 0, or -1 when out of
+ * memory or the index cannot be read (err). */
+static int group_recorded(struct replay *rp, const struct match_rules *rules, const struct rkey *k,
+                          int64_t id, char *err)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&rp->cmu);
+    struct rgroup *g = rgroup_find(rp, &k->group);
+    if (g) {
+        rc = rgroup_take(rp, g, id);
+        pthread_mutex_unlock(&rp->cmu);
+        goto out;
+    }
+    pthread_mutex_unlock(&rp->cmu);
+    /* Read without the lock, as recorded_next() does: the group may appear meanwhile. */
+    if (uses_db_index(rp, rules))
+        rc = store_index_lookup(rp->opt.store, rp->opt.session, &k->key, k->origin, &ids, &n, err);
+    else if (mem_lookup(rp, &k->group, &ids, &n) < 0)
+        rc = -1;
+    if (rc < 0)
+        goto out;
+    int has = 0;
+    for (size_t i = 0; i < n; i++)
+        has |= ids[i] == id;
+    if (!has) {
+        int64_t *v = realloc(ids, (n + 1) * sizeof *v);
+        if (!v) {
+            rc = -1;
+            goto out;
+        }
+        v[n++] = id;
+        ids = v;
+    }
+    pthread_mutex_lock(&rp->cmu);
+    if ((g = rgroup_find(rp, &k->group)) != NULL) {
+        rc = rgroup_take(rp, g, id);
+    } else if ((g = rgroup_add(rp, &k->group, ids, n)) != NULL) {
+        ids = NULL; /* the group's now */
+        g->next = n == 1;
+        rc = rgroup_take(rp, g, id);
+    } else {
+        ids = NULL; /* freed by rgroup_add */
+        rc = -1;
+    }
+    pthread_mutex_unlock(&rp->cmu);
+out:
+    free(ids);
+    if (rc < 0 && !err[0])
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+    return rc;
+}
+
+/* A miss recorded with --on-miss record is committed (writer thread, before the client has
+ * its answer): the same request later in this run is answered from it. Its key is found
+ * again from the stored request, under the bare key and, when its host is known, under its
+ * host's. */
 static void index_recorded_miss(void *cls, int64_t id)
 {
     struct replay *rp = cls;
-    char err[APISIM_ERR_LEN];
+    char err[APISIM_ERR_LEN] = "";
     sqlite3 *db = store_reader(rp->opt.store, err);
     struct exchange *ex = NULL;
+    char *key = NULL, *origin = NULL;
+    int oom = 0;
     if (!db || store_get_exchange(db, id, &ex, err) != 0) {
         log_msg(LOG_WARN, "--on-miss record: exchange %lld stored but not indexed: %s",
                 (long long)id, db ? err : "no reader");
         return;
     }
-    pthread_rwlock_wrlock(&rp->lock);
-    if (index_exchange(rp, ex, 1, err) == 0) {
-        /* The request just made used the first answer of its new group. */
-        struct match_request mr = request_view(ex);
-        char *key = key_of(rp, &mr);
-        char *hkey = key && ex->authority ? host_key(ex->scheme, ex->authority, key) : NULL;
-        struct group *g = key ? table_find(&rp->recorded, key, match_hash(key)) : NULL;
-        struct group *hg = hkey ? table_find(&rp->recorded, hkey, match_hash(hkey)) : NULL;
-        if (g && g->n == 1)
-            g->next = 1;
-        if (hg && hg->n == 1)
-            hg->next = 1;
-        free(key);
-        free(hkey);
+    struct match_request mr = request_view(ex);
+    const struct match_rules *rules = rules_for(rp, mr.method, mr.path);
+    struct rkey bare, host;
+    key = key_of(rp, &mr);
+    origin = key ? origin_of(ex->scheme, ex->authority, &oom) : NULL;
+    if (!key || oom || rkey_make(&bare, key, NULL) < 0 ||
+        (origin && rkey_make(&host, key, origin) < 0)) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        goto fail;
     }
-    pthread_rwlock_unlock(&rp->lock);
+    if (group_recorded(rp, rules, &bare, id, err) < 0 ||
+        (origin && group_recorded(rp, rules, &host, id, err) < 0))
+        goto fail;
+    if (atomic_load(&rp->nrecorded) >= 0)
+        atomic_fetch_add(&rp->nrecorded, 1);
+    goto out;
+fail:
+    log_msg(LOG_WARN, "--on-miss record: exchange %lld stored but not indexed: %s", (long long)id,
+            err);
+out:
+    free(key);
+    free(origin);
     exchange_free(ex);
 }
 
@@ -1260,7 +1875,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     struct replay *rp = app;
     int64_t matched = 0;
     int rc = 0;
-    char *key = NULL;
+    char *key = NULL, *origin = NULL;
     const char *fault = NULL;
     /* Its place in the journal's arrival order: its journal id, and its fault draw. */
     int64_t seq = (int64_t)atomic_fetch_add(&rp->arrivals, 1) + 1;
@@ -1295,18 +1910,6 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
             exhausted = !e;
         }
     }
-    if (!e && !exhausted) {
-        key = key_of(rp, &mr);
-        /* A proxied request looks only at its own host's exchanges. */
-        char *hkey = key && req->authority ? host_key(req->scheme, req->authority, key) : NULL;
-        const char *look = req->authority ? hkey : key;
-        struct group *g = look ? table_find(&rp->recorded, look, match_hash(look)) : NULL;
-        free(hkey);
-        if (g) {
-            e = group_next(rp, g);
-            exhausted = !e;
-        }
-    }
     if (e) {
         matched = e->id;
         rc = serve_entry(rp, e, req, resp);
@@ -1314,6 +1917,32 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
             fault = fault_kind_name((enum fault_kind)e->fault);
     }
     pthread_rwlock_unlock(&rp->lock);
+    if (!e && !exhausted && rp->opt.store) {
+        char err[APISIM_ERR_LEN] = "";
+        struct rkey k;
+        int oom = 0;
+        /* A proxied request looks only at its own host's exchanges; one in origin form (sent
+         * to apisim as a reverse proxy) at every host's. */
+        key = key_of(rp, &mr);
+        origin = key ? origin_of(req->scheme, req->authority, &oom) : NULL;
+        if (key && (oom || rkey_make(&k, key, origin) < 0)) {
+            log_msg(LOG_ERROR, "replaying %s %s: out of memory", req->method, req->path);
+            rc = -1;
+            goto out;
+        }
+        if (key &&
+            recorded_next(rp, rules_for(rp, req->method, req->path), &k, &e, &exhausted, err) < 0) {
+            log_msg(LOG_ERROR, "replaying %s %s: %s", req->method, req->path, err);
+            rc = -1;
+            goto out;
+        }
+        if (e) {
+            matched = e->id;
+            resp->release = entry_release; /* the response holds e's reference */
+            resp->release_cls = e;
+            rc = serve_entry(rp, e, req, resp);
+        }
+    }
     if (e && rc == 0 && !fault && rp->any_faults) {
         uint64_t n = (uint64_t)seq - atomic_load(&rp->fault_base);
         const struct fault_rule *rule =
@@ -1345,5 +1974,6 @@ out:
     }
     journal_add(rp, req, seq, matched, fault);
     free(key);
+    free(origin);
     return rc;
 }

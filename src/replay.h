@@ -1,12 +1,22 @@
 /* replay — answers requests from recorded exchanges (replay mode) and from stubs (mock
  * mode, and runtime stubs on any server).
  *
- * Owns: the in-memory match index (key -> the exchanges with that key, in recorded
- * order), the sequence counters, runtime stubs (an in-memory SQLite database of the same
- * schema, source = 'stub'), the journal of requests received, and the miss count.
+ * Recorded exchanges are looked up per request in the match index in the database
+ * (store.h, schema/007_match_index.sql) when the request's rules are the default ones; rules
+ * that change keys (--match, --ignore-*, --match-header, a route's "match", replay-time
+ * redaction of the query or body) have the keys of the exchanges they apply to read once at
+ * start (replay_new). Start-up and memory do not otherwise depend on the recording's size.
+ *
+ * Owns: the sequence positions of the keys requested (kept while they matter; keys of a
+ * single repeated answer are cached up to a bound), a bounded cache of the answers served,
+ * runtime stubs (in memory, source = 'stub'), the journal of requests received, and the
+ * miss count.
  *
  * Threads: replay_handle() and the stub/journal functions may be called from any thread;
- * the index is guarded by a read-write lock, counters and journal by a mutex.
+ * stubs are guarded by a read-write lock, sequence positions and the cache by a mutex
+ * (database reads happen outside it, on the thread's own connection), journal and
+ * counters by another. A cached answer lent to a response is released by the server when
+ * that response is done (server_response.release).
  */
 #ifndef APISIM_REPLAY_H
 #define APISIM_REPLAY_H
@@ -43,7 +53,9 @@ struct replay_options {
     int64_t client_timeout_us;
 };
 
-/* Build the index from the store. Returns 0 and *out, or -1 with err. */
+/* Make a replay of opt->store (NULL: none, as mock): brings its match index up to date
+ * (store_index_sync(): built once in place when missing or stale), and reads the
+ * recording's keys only for rules that change them. Returns 0 and *out, or -1 with err. */
 int replay_new(struct replay **out, const struct replay_options *opt, char *err);
 void replay_free(struct replay *rp);
 
@@ -76,7 +88,7 @@ uint64_t replay_misses(struct replay *rp);
 
 /* Counts for the health endpoint. */
 struct replay_stats {
-    size_t exchanges; /* recorded exchanges indexed */
+    size_t exchanges; /* recorded exchanges (of --session), counted when first asked */
     size_t stubs;     /* stubs (from --stubs and at run time) */
     size_t requests;  /* requests journaled since start or reset */
     uint64_t misses;

@@ -227,6 +227,8 @@ static void response_clear(struct server_response *resp)
         free(resp->body);
     if (resp->reader_free && resp->reader_cls)
         resp->reader_free(resp->reader_cls);
+    if (resp->release)
+        resp->release(resp->release_cls);
     memset(resp, 0, sizeof *resp);
 }
 

@@ -91,6 +91,10 @@ struct server_response {
      * dribble_us * (i + 1) / dribble_chunks after delay_us. 0 for none. */
     unsigned dribble_chunks;
     int64_t dribble_us;
+    /* Called once, with release_cls, when the server is done with the response and so with
+     * what it borrowed (body, chunks, extra_headers): replay's cache lets go of an entry. */
+    void (*release)(void *cls);
+    void *release_cls;
     /* The longest silence the body may have by design (a streamed upstream's pauses, up to
      * --upstream-timeout): the client connection's timeout is raised to cover it. */
     int64_t quiet_us;

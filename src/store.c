@@ -39,13 +39,30 @@ struct write_item {
 struct reader {
     pthread_t thread;
     sqlite3 *db;
-    sqlite3_stmt *body; /* SELECT response_body ... WHERE id = ?, prepared once */
+    sqlite3_stmt *body;           /* SELECT response_body ... WHERE id = ?, prepared once */
+    sqlite3_stmt *lookup;         /* the match index lookup (store_index_lookup) */
+    sqlite3_stmt *response;       /* what replay serves of an exchange (store_get_response) */
+    sqlite3_stmt *chunks;         /* its chunks */
+    sqlite3_stmt *first;          /* a key's first exchange and its response */
+    sqlite3_stmt *begin, *commit; /* a read transaction kept across requests */
+    int in_txn;
+    int64_t txn_us;   /* when it began (monotonic) */
+    uint64_t txn_gen; /* the writer's commit count then */
 };
+
+/* A reader keeps its read transaction (one snapshot, the database's locks taken once) for
+ * at most this long, and never past a commit of this process's writer. */
+#define STORE_SNAPSHOT_US 50000
+
+/* Statements an inserting connection keeps prepared: sessions, exchanges, chunks,
+ * match_index, match_redacted. */
+#define STORE_NCACHE 5
 
 struct store {
     char *path; /* as given */
     char *uri;  /* what connections open: the file, or a shared in-memory database */
     int open_flags;
+    int is_dump; /* a FILE.sql loaded into a shared-cache in-memory database */
     sqlite3 *db; /* store_open()'s connection; keeps an in-memory database alive */
 
     pthread_mutex_t mu;
@@ -62,8 +79,10 @@ struct store {
     struct write_item *held, *held_tail;
     size_t nheld;
     int locked_out;
-    sqlite3_stmt *wcache[3]; /* the writer's prepared INSERTs, kept for the whole run */
+    sqlite3_stmt *wcache[STORE_NCACHE];  /* the writer's prepared INSERTs, for the whole run */
+    sqlite3_stmt *dbcache[STORE_NCACHE]; /* store_put_exchange()'s, on db */
     atomic_uint_least64_t failures;
+    atomic_uint_least64_t commits; /* transactions the writer committed */
 
     pthread_key_t reader_key;
     struct reader readers[STORE_MAX_READERS];
@@ -71,6 +90,8 @@ struct store {
 };
 
 static atomic_uint memdb_counter;
+
+static void adopt_empty_index(struct store *st);
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -243,6 +264,7 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     pthread_key_create(&st->reader_key, NULL);
     st->path = strdup(path);
     int is_dump = ends_with(path, ".sql");
+    st->is_dump = is_dump;
     if (is_dump) {
         /* A shared-cache in-memory database, so reader threads can open it too. */
         char uri[128];
@@ -315,6 +337,7 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     }
     if (migrate(st->db, path, (st->open_flags & SQLITE_OPEN_READONLY) != 0, err) < 0)
         goto out;
+    adopt_empty_index(st);
     *out = st;
     rc = 0;
 out:
@@ -477,8 +500,90 @@ static int cached_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql)
     return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
 }
 
-/* Insert with statements cached in cache[3] (the writer keeps its own for the whole run;
- * one-off callers pass a fresh cache and finalize it). */
+/* Compute ex->index when it is not there yet. Returns 0, or -1 when out of memory. */
+static int compute_index(struct exchange *ex)
+{
+    if (ex->index)
+        return 0;
+    struct exchange_index *ix = calloc(1, sizeof *ix);
+    if (!ix)
+        return -1;
+    /* The request as it is stored (insert_exchange's defaults). */
+    struct match_request mr = {.method = ex->method ? ex->method : "GET",
+                               .path = ex->path ? ex->path : "/",
+                               .query = ex->query ? ex->query : "",
+                               .headers = &ex->request_headers,
+                               .body = ex->request_body,
+                               .body_len = ex->request_body_len};
+    if (match_index_ident(&mr, &ix->learnt, &ix->ident) < 0) {
+        redact_rules_free(&ix->learnt);
+        free(ix);
+        return -1;
+    }
+    ex->index = ix;
+    return 0;
+}
+
+static int insert_redacted(sqlite3 *db, sqlite3_stmt **slot, const char *kind, char **names,
+                           size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (cached_stmt(db, slot,
+                        "INSERT INTO match_redacted (kind, name) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING") != SQLITE_OK)
+            return -1;
+        sqlite3_bind_text(*slot, 1, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(*slot, 2, names[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(*slot) != SQLITE_DONE)
+            return -1;
+    }
+    return 0;
+}
+
+/* Write the match index entry of exchange id, for scheme and authority (either NULL when
+ * unknown), and the names it holds as REDACTED, with cache[3] and cache[4]. The origin is
+ * made here as store_origin() makes it. Returns SQLite's code: SQLITE_OK, or the failure. */
+static int insert_index(sqlite3 *db, sqlite3_stmt **cache, sqlite3_int64 id, const char *session,
+                        sqlite3_int64 seq, const char *scheme, const char *authority,
+                        const struct exchange_index *ix)
+{
+    int rc = cached_stmt(db, &cache[3],
+                         "INSERT INTO match_index (exchange_id, session, seq, key_hash, "
+                         "key_check, key_version, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                         "CASE WHEN ?8 IS NOT NULL THEN coalesce(?7, 'http') || '://' || ?8 END)");
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_stmt *s = cache[3];
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_text(s, 2, session, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, seq);
+    /* SQLite integers are signed: the 64 bits are stored as they are. */
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)ix->ident.hash);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)ix->ident.check);
+    sqlite3_bind_int(s, 6, MATCH_INDEX_VERSION);
+    bind_opt_text(s, 7, scheme);
+    bind_opt_text(s, 8, authority);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return rc;
+    const struct redact_rules *l = &ix->learnt;
+    if (insert_redacted(db, &cache[4], "query", l->query, l->nquery) < 0 ||
+        insert_redacted(db, &cache[4], "json", l->json, l->njson) < 0 ||
+        insert_redacted(db, &cache[4], "header", l->headers, l->nheaders) < 0) {
+        rc = sqlite3_errcode(db);
+        if (cache[4])
+            sqlite3_reset(cache[4]);
+        return rc == SQLITE_OK ? SQLITE_ERROR : rc;
+    }
+    if (cache[4])
+        sqlite3_reset(cache[4]);
+    return SQLITE_OK;
+}
+
+/* Insert with statements cached in cache[STORE_NCACHE] (the writer keeps its own for the
+ * whole run; one-off callers pass a fresh cache and finalize it). Writes the exchange's
+ * match index entry too. */
 static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *ex, char *err)
 {
     static const char sql[] =
@@ -494,7 +599,7 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     format_iso8601_ms(ex->started_us, started, sizeof started);
     reqh = exchange_headers_to_json(&ex->request_headers);
     resph = exchange_headers_to_json(&ex->response_headers);
-    if (!reqh || !resph) {
+    if (!reqh || !resph || compute_index(ex) < 0) {
         snprintf(err, APISIM_ERR_LEN, "out of memory");
         goto out;
     }
@@ -541,6 +646,9 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
         goto fail;
     ex->id = sqlite3_last_insert_rowid(db);
     sqlite3_reset(s);
+    if (insert_index(db, cache, ex->id, ex->session ? ex->session : "default", ex->seq, ex->scheme,
+                     ex->authority, ex->index) != SQLITE_OK)
+        goto fail;
 
     if (ex->nchunks) {
         if (cached_stmt(db, &cache[2],
@@ -564,7 +672,7 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
 fail:
     snprintf(err, APISIM_ERR_LEN, "cannot store exchange %s %s: %s", ex->method ? ex->method : "",
              ex->path ? ex->path : "", sqlite3_errmsg(db));
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < STORE_NCACHE; i++)
         if (cache[i])
             sqlite3_reset(cache[i]);
 out:
@@ -575,11 +683,16 @@ out:
 
 int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
 {
-    sqlite3_stmt *cache[3] = {NULL, NULL, NULL};
+    sqlite3_stmt *cache[STORE_NCACHE] = {NULL};
     int rc = insert_exchange(db, cache, ex, err);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < STORE_NCACHE; i++)
         sqlite3_finalize(cache[i]);
     return rc;
+}
+
+int store_put_exchange(struct store *st, struct exchange *ex, char *err)
+{
+    return insert_exchange(st->db, st->dbcache, ex, err);
 }
 
 static char *column_dup(sqlite3_stmt *s, int i)
@@ -797,80 +910,6 @@ static void hold_batch(struct store *st, struct write_item *batch, size_t nbatch
     pthread_cond_broadcast(&st->cond_done);
 }
 
-int store_scan(struct store *st, const char *session, size_t body_max,
-               int (*fn)(void *ctx, struct exchange *ex), void *ctx, char *err)
-{
-    /* Only what an index needs; response_size tells a body's size without reading it
-     * (length() reads a TEXT value whole), so large bodies are never read here. */
-    static const char sql[] =
-        "SELECT id, method, path, query, request_headers, status, response_headers, "
-        "response_encoding, ttfb_us, delay_ms, complete, error, response_size, "
-        "request_body, CASE WHEN response_size <= ?2 THEN response_body END, scheme, authority "
-        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
-    sqlite3_stmt *s = NULL, *c = NULL;
-    int rc = -1, step;
-    if (sqlite3_prepare_v2(st->db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db,
-                           "SELECT offset_us, size FROM chunks WHERE exchange_id = ? ORDER BY idx",
-                           -1, &c, NULL) != SQLITE_OK)
-        goto fail;
-    if (session)
-        sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)body_max);
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        struct exchange *ex = exchange_new();
-        if (!ex)
-            goto oom;
-        ex->id = sqlite3_column_int64(s, 0);
-        ex->method = column_dup(s, 1);
-        ex->path = column_dup(s, 2);
-        ex->query = column_dup(s, 3);
-        ex->status = sqlite3_column_int(s, 5);
-        ex->response_encoding = column_dup(s, 7);
-        ex->ttfb_us = sqlite3_column_int64(s, 8);
-        ex->delay_ms = sqlite3_column_int64(s, 9);
-        ex->complete = sqlite3_column_int(s, 10);
-        ex->error = column_dup(s, 11);
-        ex->request_body = column_bytes_dup(s, 13, &ex->request_body_len);
-        ex->scheme = column_dup(s, 15);
-        ex->authority = column_dup(s, 16);
-        if (sqlite3_column_type(s, 14) != SQLITE_NULL)
-            ex->response_body = column_bytes_dup(s, 14, &ex->response_body_len);
-        else
-            ex->response_body_len = (size_t)sqlite3_column_int64(s, 12);
-        if (!ex->method || !ex->path || !ex->query ||
-            exchange_headers_from_json((const char *)sqlite3_column_text(s, 4),
-                                       (size_t)sqlite3_column_bytes(s, 4),
-                                       &ex->request_headers) < 0 ||
-            exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
-                                       (size_t)sqlite3_column_bytes(s, 6),
-                                       &ex->response_headers) < 0 ||
-            read_chunks(c, ex) != SQLITE_DONE) {
-            snprintf(err, APISIM_ERR_LEN,
-                     "database %s: exchange %lld is unreadable (headers not a JSON array of "
-                     "[name, value], or out of memory)",
-                     st->path, (long long)ex->id);
-            exchange_free(ex);
-            goto out;
-        }
-        if (fn(ctx, ex) < 0)
-            goto out;
-    }
-    if (step != SQLITE_DONE)
-        goto fail;
-    rc = 0;
-    goto out;
-oom:
-    snprintf(err, APISIM_ERR_LEN, "out of memory reading %s", st->path);
-    goto out;
-fail:
-    snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
-out:
-    sqlite3_finalize(s);
-    sqlite3_finalize(c);
-    return rc;
-}
-
 /* Tell asynchronous submitters their items are done, and free the items. */
 static void notify_all(struct write_item *list)
 {
@@ -976,7 +1015,9 @@ static void *writer_main(void *arg)
                     st->path, nbatch);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
-        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+            atomic_fetch_add(&st->commits, 1); /* readers take a new snapshot */
+        } else if (ok) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR,
                     "database %s: commit failed: %s%s; %zu exchange(s) not stored "
@@ -1031,7 +1072,7 @@ int store_writer_start(struct store *st, char *err)
         return -1;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < STORE_NCACHE; i++)
             sqlite3_finalize(st->wcache[i]);
         sqlite3_close(st->wdb);
         st->wdb = NULL;
@@ -1043,6 +1084,9 @@ int store_writer_start(struct store *st, char *err)
 
 int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out)
 {
+    /* The index key costs a parse of the body: here it is paid by the submitting thread,
+     * in parallel, not by the one writer (which computes it when this ran out of memory). */
+    compute_index(ex);
     struct write_item *it = calloc(1, sizeof *it);
     if (!it) {
         exchange_free(ex);
@@ -1075,6 +1119,7 @@ int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_ou
 int store_submit_notify(struct store *st, struct exchange *ex,
                         void (*notify)(void *cls, int rc, int64_t id), void *cls)
 {
+    compute_index(ex); /* as store_submit() does: on the submitting thread */
     struct write_item *it = calloc(1, sizeof *it);
     if (!it) {
         exchange_free(ex);
@@ -1117,11 +1162,19 @@ void store_close(struct store *st)
     if (!st)
         return;
     store_writer_stop(st);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < STORE_NCACHE; i++) {
         sqlite3_finalize(st->wcache[i]);
+        sqlite3_finalize(st->dbcache[i]);
+    }
     sqlite3_close(st->wdb);
     for (size_t i = 0; i < st->nreaders; i++) {
         sqlite3_finalize(st->readers[i].body);
+        sqlite3_finalize(st->readers[i].lookup);
+        sqlite3_finalize(st->readers[i].response);
+        sqlite3_finalize(st->readers[i].chunks);
+        sqlite3_finalize(st->readers[i].first);
+        sqlite3_finalize(st->readers[i].begin);
+        sqlite3_finalize(st->readers[i].commit);
         sqlite3_close(st->readers[i].db);
     }
     pthread_key_delete(st->reader_key);
@@ -1132,4 +1185,585 @@ void store_close(struct store *st)
     free(st->path);
     free(st->uri);
     free(st);
+}
+
+/* ---- the match index (schema/007_match_index.sql) -------------------------------------- */
+
+/* match_index_state: 1 with the counts when the row is there, 0 when it is not, -1 on
+ * failure. */
+static int read_index_state(sqlite3 *db, int64_t *exchanges, int64_t *indexed, int *version)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT exchanges, indexed, key_version FROM match_index_state "
+                           "WHERE id = 1",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        *exchanges = sqlite3_column_int64(s, 0);
+        *indexed = sqlite3_column_int64(s, 1);
+        *version = sqlite3_column_int(s, 2);
+        rc = 1;
+    } else if (step == SQLITE_DONE) {
+        rc = 0;
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* An empty recording's index is current by definition: say so, so the entries its first
+ * exchanges get are counted from the start. Best effort (a read-only file stays as it is). */
+static void adopt_empty_index(struct store *st)
+{
+    int64_t ex = 0, ix = 0;
+    int version = 0;
+    int have = read_index_state(st->db, &ex, &ix, &version);
+    if (have < 0 || (have && (version == MATCH_INDEX_VERSION || ex != 0)) ||
+        sqlite3_db_readonly(st->db, "main") != 0)
+        return;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO match_index_state (id, exchanges, indexed, key_version) "
+                           "SELECT 1, 0, 0, ?1 WHERE NOT EXISTS (SELECT 1 FROM exchanges) "
+                           "ON CONFLICT (id) DO UPDATE SET indexed = 0, key_version = ?1",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_int(s, 1, MATCH_INDEX_VERSION);
+        sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+}
+
+/* The text of index name as the schema made it (caller frees), or NULL. */
+static char *index_sql(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *s = NULL;
+    char *sql = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            sql = column_dup(s, 0);
+    }
+    sqlite3_finalize(s);
+    return sql;
+}
+
+/* Write the missing entries (every one, after a key version change) in one transaction.
+ * Many entries are written with the lookup index dropped and made again after (SQLite
+ * sorts once), not inserted in hash order into it: 1M entries in seconds, not a minute. */
+static int build_index(struct store *st, int64_t *built, char *err)
+{
+    static const char missing[] =
+        "SELECT id, session, seq, method, path, query, request_headers, request_body, scheme, "
+        "authority FROM exchanges AS e WHERE NOT EXISTS "
+        "(SELECT 1 FROM match_index AS m WHERE m.exchange_id = e.id)";
+    sqlite3 *db = st->db;
+    sqlite3_stmt *s = NULL, *cache[STORE_NCACHE] = {NULL};
+    struct exchange *ex = NULL;
+    int rc = -1, step;
+    char *msg = NULL, *lookup_sql = NULL;
+    char sql[400];
+    int64_t nex = 0, nix = 0;
+    int version = 0;
+    *built = 0;
+    /* Pages of the tables being written stay in memory until the commit (64 MiB at most;
+     * back to SQLite's default after). */
+    sqlite3_exec(db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    /* Entries of another version go; those of this version stay and are counted. */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM match_index WHERE key_version != %d; "
+             "INSERT INTO match_index_state (id, exchanges, indexed, key_version) VALUES (1, "
+             "(SELECT count(*) FROM exchanges), (SELECT count(*) FROM match_index), %d) "
+             "ON CONFLICT (id) DO UPDATE SET exchanges = excluded.exchanges, "
+             "indexed = excluded.indexed, key_version = excluded.key_version",
+             MATCH_INDEX_VERSION, MATCH_INDEX_VERSION);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    if (read_index_state(db, &nex, &nix, &version) == 1 && nex - nix > 10000 && nex - nix > nix) {
+        if (!(lookup_sql = index_sql(db, "match_index_by_key")))
+            goto fail;
+        if (sqlite3_exec(db, "DROP INDEX match_index_by_key", NULL, NULL, &msg) != SQLITE_OK)
+            goto fail;
+    }
+    if (sqlite3_prepare_v2(db, missing, sizeof missing - 1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!(ex = exchange_new()))
+            goto oom;
+        ex->id = sqlite3_column_int64(s, 0);
+        ex->session = column_dup(s, 1);
+        ex->seq = sqlite3_column_int64(s, 2);
+        ex->method = column_dup(s, 3);
+        ex->path = column_dup(s, 4);
+        ex->query = column_dup(s, 5);
+        ex->request_body = column_bytes_dup(s, 7, &ex->request_body_len);
+        ex->scheme = column_dup(s, 8);
+        ex->authority = column_dup(s, 9);
+        /* Headers that are not a JSON array only lose what they would teach of redaction. */
+        exchange_headers_from_json((const char *)sqlite3_column_text(s, 6),
+                                   (size_t)sqlite3_column_bytes(s, 6), &ex->request_headers);
+        if (!ex->session || !ex->method || !ex->path || compute_index(ex) < 0)
+            goto oom;
+        if (insert_index(db, cache, ex->id, ex->session, ex->seq, ex->scheme, ex->authority,
+                         ex->index) != SQLITE_OK)
+            goto fail;
+        exchange_free(ex);
+        ex = NULL;
+        (*built)++;
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(s);
+    s = NULL;
+    if ((lookup_sql && sqlite3_exec(db, lookup_sql, NULL, NULL, &msg) != SQLITE_OK) ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory building the match index of %s", st->path);
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: building the match index: %s", st->path,
+             msg ? msg : sqlite3_errmsg(db));
+out:
+    sqlite3_free(msg);
+    exchange_free(ex);
+    sqlite3_finalize(s);
+    for (int i = 0; i < STORE_NCACHE; i++)
+        sqlite3_finalize(cache[i]);
+    if (rc < 0 && !sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    free(lookup_sql);
+    sqlite3_exec(db, "PRAGMA cache_size = -2000", NULL, NULL, NULL);
+    sqlite3_db_release_memory(db);
+    return rc;
+}
+
+int store_index_sync(struct store *st, int *current, char *err)
+{
+    int64_t ex = 0, ix = 0, built = 0;
+    int version = 0;
+    *current = 0;
+    int have = read_index_state(st->db, &ex, &ix, &version);
+    if (have < 0) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: cannot read the match index state: %s",
+                 st->path, sqlite3_errmsg(st->db));
+        return -1;
+    }
+    if (have && version == MATCH_INDEX_VERSION && ex == ix) {
+        *current = 1;
+        return 0;
+    }
+    const char *why = !have || version == 0 ? "has no match index yet"
+                      : version != MATCH_INDEX_VERSION
+                          ? "has a match index of another key version"
+                          : "has exchanges without a match index entry";
+    if (sqlite3_db_readonly(st->db, "main") != 0) {
+        log_msg(LOG_WARN,
+                "database %s %s and is read-only: reading the whole recording instead (slower "
+                "start-up; make the file writable once to build the index)",
+                st->path, why);
+        return 0;
+    }
+    int64_t t0 = now_mono_us();
+    log_msg(LOG_INFO, "database %s %s: building it (once)", st->path, why);
+    if (build_index(st, &built, err) < 0)
+        return -1;
+    if (read_index_state(st->db, &ex, &ix, &version) != 1 || version != MATCH_INDEX_VERSION ||
+        ex != ix) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s: the match index still disagrees with the exchanges after "
+                 "rebuilding it (%lld exchanges, %lld entries): is another process changing it?",
+                 st->path, (long long)ex, (long long)ix);
+        return -1;
+    }
+    log_msg(LOG_INFO, "database %s: match index built: %lld entries written in %.0f ms", st->path,
+            (long long)built, (double)(now_mono_us() - t0) / 1000.0);
+    *current = 1;
+    return 0;
+}
+
+char *store_origin(const char *scheme, const char *authority)
+{
+    struct buf b = {0};
+    if (!authority || buf_printf(&b, "%s://%s", scheme ? scheme : "http", authority) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b, NULL);
+}
+
+int store_index_lookup(struct store *st, const char *session, const struct match_ident *key,
+                       const char *origin, int64_t **ids, size_t *n, char *err)
+{
+    static const char sql[] =
+        "SELECT exchange_id FROM match_index WHERE key_hash = ?1 AND key_check = ?2 AND "
+        "(?3 IS NULL OR session = ?3) AND (?4 IS NULL OR origin = ?4) "
+        "ORDER BY session, seq, exchange_id";
+    struct reader *r = thread_reader(st, err);
+    int64_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int step, rc = -1;
+    *ids = NULL;
+    *n = 0;
+    if (!r)
+        return -1;
+    if (!r->lookup && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
+                                         &r->lookup, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    sqlite3_bind_int64(r->lookup, 1, (sqlite3_int64)key->hash);
+    sqlite3_bind_int64(r->lookup, 2, (sqlite3_int64)key->check);
+    if (session)
+        sqlite3_bind_text(r->lookup, 3, session, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(r->lookup, 3);
+    if (origin)
+        sqlite3_bind_text(r->lookup, 4, origin, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(r->lookup, 4);
+    while ((step = sqlite3_step(r->lookup)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 4;
+            int64_t *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                snprintf(err, APISIM_ERR_LEN, "out of memory");
+                goto out;
+            }
+            v = nv;
+        }
+        v[len++] = sqlite3_column_int64(r->lookup, 0);
+    }
+    if (step != SQLITE_DONE) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: match index lookup: %s", st->path,
+                 sqlite3_errmsg(r->db));
+        goto out;
+    }
+    *ids = v;
+    *n = len;
+    v = NULL;
+    rc = 0;
+out:
+    sqlite3_reset(r->lookup);
+    free(v);
+    return rc;
+}
+
+int store_read_begin(struct store *st, char *err)
+{
+    struct reader *r = thread_reader(st, err);
+    if (!r)
+        return -1;
+    /* In a shared cache, a reader's transaction would lock the writer out (SQLITE_LOCKED,
+     * which no busy timeout waits for), and there are no file locks to save. */
+    if (st->is_dump)
+        return 0;
+    int64_t now = now_mono_us();
+    if (r->in_txn) {
+        if (now - r->txn_us < STORE_SNAPSHOT_US && r->txn_gen == atomic_load(&st->commits))
+            return 0;
+        sqlite3_step(r->commit);
+        sqlite3_reset(r->commit);
+        r->in_txn = 0;
+    }
+    if ((!r->begin && sqlite3_prepare_v3(r->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &r->begin,
+                                         NULL) != SQLITE_OK) ||
+        (!r->commit && sqlite3_prepare_v3(r->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
+                                          &r->commit, NULL) != SQLITE_OK)) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    int step = sqlite3_step(r->begin);
+    sqlite3_reset(r->begin);
+    if (step != SQLITE_DONE) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    r->in_txn = 1;
+    r->txn_us = now;
+    r->txn_gen = atomic_load(&st->commits);
+    return 0;
+}
+
+void store_read_end(struct store *st)
+{
+    struct reader *r = pthread_getspecific(st->reader_key);
+    if (!r || !r->in_txn || now_mono_us() - r->txn_us < STORE_SNAPSHOT_US)
+        return;
+    sqlite3_step(r->commit);
+    sqlite3_reset(r->commit);
+    r->in_txn = 0;
+}
+
+/* The response columns of a row (status, response_headers, response_encoding, ttfb_us,
+ * delay_ms, complete, error, response_size, body when small) from column c, and the
+ * exchange's chunks when with_chunks: 0 with *out, or -1 with err. */
+static int response_of_row(struct store *st, struct reader *r, sqlite3_stmt *s, int c, int64_t id,
+                           int with_chunks, struct exchange **out, char *err)
+{
+    struct exchange *ex = exchange_new();
+    int rc = -1, step;
+    if (!ex)
+        goto oom;
+    ex->id = id;
+    ex->status = sqlite3_column_int(s, c);
+    ex->response_encoding = column_dup(s, c + 2);
+    ex->ttfb_us = sqlite3_column_int64(s, c + 3);
+    ex->delay_ms = sqlite3_column_int64(s, c + 4);
+    ex->complete = sqlite3_column_int(s, c + 5);
+    ex->error = column_dup(s, c + 6);
+    if (sqlite3_column_type(s, c + 8) != SQLITE_NULL) {
+        if (!(ex->response_body = column_bytes_dup(s, c + 8, &ex->response_body_len)))
+            goto oom;
+    } else {
+        ex->response_body_len = (size_t)sqlite3_column_int64(s, c + 7);
+    }
+    if (exchange_headers_from_json((const char *)sqlite3_column_text(s, c + 1),
+                                   (size_t)sqlite3_column_bytes(s, c + 1),
+                                   &ex->response_headers) < 0) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s: exchange %lld: response headers are not a JSON array of "
+                 "[name, value]",
+                 st->path, (long long)id);
+        goto out;
+    }
+    if (with_chunks) {
+        if (!r->chunks &&
+            sqlite3_prepare_v3(r->db,
+                               "SELECT offset_us, size FROM chunks WHERE "
+                               "exchange_id = ? ORDER BY idx",
+                               -1, SQLITE_PREPARE_PERSISTENT, &r->chunks, NULL) != SQLITE_OK) {
+            snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+            goto out;
+        }
+        step = read_chunks(r->chunks, ex);
+        sqlite3_reset(r->chunks);
+        if (step == SQLITE_NOMEM)
+            goto oom;
+        if (step != SQLITE_DONE) {
+            snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
+                     sqlite3_errmsg(r->db));
+            goto out;
+        }
+    }
+    *out = ex;
+    ex = NULL;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, APISIM_ERR_LEN, "out of memory reading exchange %lld", (long long)id);
+out:
+    exchange_free(ex);
+    return rc;
+}
+
+int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
+                       struct exchange **out, char *err)
+{
+    static const char sql[] =
+        "SELECT status, response_headers, response_encoding, ttfb_us, delay_ms, complete, "
+        "error, response_size, CASE WHEN response_size <= ?2 THEN response_body END "
+        "FROM exchanges WHERE id = ?1";
+    struct reader *r = thread_reader(st, err);
+    int rc = -1;
+    if (!r)
+        return -1;
+    if (!r->response && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
+                                           &r->response, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    sqlite3_stmt *s = r->response;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)body_max);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_DONE)
+        rc = 1;
+    else if (step != SQLITE_ROW)
+        snprintf(err, APISIM_ERR_LEN, "database %s: exchange %lld: %s", st->path, (long long)id,
+                 sqlite3_errmsg(r->db));
+    else
+        rc = response_of_row(st, r, s, 0, id, with_chunks, out, err);
+    sqlite3_reset(s);
+    return rc;
+}
+
+int store_index_first(struct store *st, const char *session, const struct match_ident *key,
+                      const char *origin, size_t body_max, int with_chunks, int64_t *id, int *more,
+                      struct exchange **out, char *err)
+{
+    /* The lookup and the first answer's row in one statement: most keys have one exchange,
+     * and then this is all a request reads. */
+    static const char sql[] =
+        "SELECT m.exchange_id, e.status, e.response_headers, e.response_encoding, e.ttfb_us, "
+        "e.delay_ms, e.complete, e.error, e.response_size, "
+        "CASE WHEN e.response_size <= ?4 THEN e.response_body END "
+        "FROM match_index AS m JOIN exchanges AS e ON e.id = m.exchange_id "
+        "WHERE m.key_hash = ?1 AND m.key_check = ?2 AND (?3 IS NULL OR m.session = ?3) "
+        "AND (?5 IS NULL OR m.origin = ?5) ORDER BY m.session, m.seq, m.exchange_id LIMIT 2";
+    struct reader *r = thread_reader(st, err);
+    int rc = -1, step;
+    *id = 0;
+    *more = 0;
+    *out = NULL;
+    if (!r)
+        return -1;
+    if (!r->first && sqlite3_prepare_v3(r->db, sql, sizeof sql - 1, SQLITE_PREPARE_PERSISTENT,
+                                        &r->first, NULL) != SQLITE_OK) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(r->db));
+        return -1;
+    }
+    sqlite3_stmt *s = r->first;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)key->hash);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)key->check);
+    if (session)
+        sqlite3_bind_text(s, 3, session, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)body_max);
+    if (origin)
+        sqlite3_bind_text(s, 5, origin, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 5);
+    step = sqlite3_step(s);
+    if (step == SQLITE_DONE) {
+        rc = 0;
+    } else if (step == SQLITE_ROW) {
+        *id = sqlite3_column_int64(s, 0);
+        rc = response_of_row(st, r, s, 1, *id, with_chunks, out, err);
+        if (rc == 0) {
+            step = sqlite3_step(s);
+            *more = step == SQLITE_ROW;
+        }
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        snprintf(err, APISIM_ERR_LEN, "database %s: match index lookup: %s", st->path,
+                 sqlite3_errmsg(r->db));
+        exchange_free(*out);
+        *out = NULL;
+        rc = -1;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+int store_redacted_names(struct store *st, struct redact_rules *out, char *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1, step;
+    if (sqlite3_prepare_v2(st->db, "SELECT kind, name FROM match_redacted ORDER BY kind, name", -1,
+                           &s, NULL) != SQLITE_OK)
+        goto fail;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *kind = (const char *)sqlite3_column_text(s, 0);
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        if (!kind || !name)
+            continue;
+        int added = 0;
+        if (strcmp(kind, "query") == 0 && out->nquery < MATCH_LEARN_MAX)
+            added = redact_add_query(out, name);
+        else if (strcmp(kind, "json") == 0 && out->njson < MATCH_LEARN_MAX)
+            added = redact_add_json(out, name);
+        else if (strcmp(kind, "header") == 0 && out->nheaders < MATCH_LEARN_MAX &&
+                 !redact_is_secret_header(out, name))
+            added = redact_add_header(out, name);
+        if (added < 0) {
+            snprintf(err, APISIM_ERR_LEN, "out of memory");
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_scan_requests(struct store *st, const char *session,
+                        int (*fn)(void *ctx, int64_t id, const struct match_request *req,
+                                  const char *origin),
+                        void *ctx, char *err)
+{
+    static const char sql[] =
+        "SELECT id, method, path, query, request_headers, request_body, "
+        "CASE WHEN authority IS NOT NULL THEN coalesce(scheme, 'http') || '://' || authority END "
+        "FROM exchanges WHERE ?1 IS NULL OR session = ?1 ORDER BY session, seq, id";
+    sqlite3_stmt *s = NULL;
+    int rc = -1, step;
+    if (sqlite3_prepare_v2(st->db, sql, sizeof sql - 1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    if (session)
+        sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct headers h = {0};
+        const char *hj = (const char *)sqlite3_column_text(s, 4);
+        if (exchange_headers_from_json(hj, (size_t)sqlite3_column_bytes(s, 4), &h) < 0) {
+            snprintf(err, APISIM_ERR_LEN,
+                     "database %s: exchange %lld: request headers are not a JSON array of "
+                     "[name, value]",
+                     st->path, (long long)sqlite3_column_int64(s, 0));
+            headers_free(&h);
+            goto out;
+        }
+        const char *method = (const char *)sqlite3_column_text(s, 1);
+        const char *path = (const char *)sqlite3_column_text(s, 2);
+        const char *query = (const char *)sqlite3_column_text(s, 3);
+        struct match_request mr = {.method = method ? method : "",
+                                   .path = path ? path : "",
+                                   .query = query ? query : "",
+                                   .headers = &h,
+                                   .body = sqlite3_column_blob(s, 5),
+                                   .body_len = (size_t)sqlite3_column_bytes(s, 5)};
+        int frc = fn(ctx, sqlite3_column_int64(s, 0), &mr, (const char *)sqlite3_column_text(s, 6));
+        headers_free(&h);
+        if (frc < 0)
+            goto out;
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(st->db));
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_count_exchanges(struct store *st, const char *session, int64_t *out, char *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    sqlite3 *db = store_reader(st, err);
+    if (!db)
+        return -1;
+    /* Without a session the triggers' count answers at once. */
+    const char *sql = session ? "SELECT count(*) FROM exchanges WHERE session = ?1"
+                              : "SELECT coalesce((SELECT exchanges FROM match_index_state "
+                                "WHERE id = 1), (SELECT count(*) FROM exchanges))";
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    if (session)
+        sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_ROW)
+        goto fail;
+    *out = sqlite3_column_int64(s, 0);
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: %s", st->path, sqlite3_errmsg(db));
+out:
+    sqlite3_finalize(s);
+    return rc;
 }

@@ -64,15 +64,80 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err);
  * exchange_free()), 1 when there is no such exchange, -1 with err. */
 int store_get_exchange(sqlite3 *db, int64_t id, struct exchange **out, char *err);
 
-/* Call fn(ctx, ex) for every exchange of session (NULL: every session) in replay order
- * (session, seq, id), with what an index needs: the request (with its scheme and
- * authority), the response's status,
- * headers, encoding, timings, error and chunks, and response_body only when response_size
- * is at most body_max (otherwise response_body is NULL and response_body_len is the size).
- * fn owns ex (free with exchange_free()); returning -1 stops the scan, with err as fn left
- * it. Returns 0, or -1 with err. Single-threaded: uses store_db(). */
-int store_scan(struct store *st, const char *session, size_t body_max,
-               int (*fn)(void *ctx, struct exchange *ex), void *ctx, char *err);
+/* Insert one exchange like store_insert_exchange(), on store_db() in the caller's
+ * transaction, with statements prepared once for the store (bulk imports). */
+int store_put_exchange(struct store *st, struct exchange *ex, char *err);
+
+/* ---- the match index (schema/007_match_index.sql) ----
+ * Every insert above writes the exchange's entry: the identity of its key under the default
+ * rules (match.h, match_index_ident), and the names it holds as REDACTED. */
+
+/* Check at a constant cost (match_index_state, kept by triggers) that every exchange has an
+ * entry of this apisim's key version, and build the missing ones in place when not (once:
+ * an older file, rows added by hand or edited, another key version), on store_db().
+ * *current is 1 when the index can be used, 0 when it is stale and the file is read-only
+ * (logged: the caller must read the recording instead). Returns 0, or -1 with err. */
+int store_index_sync(struct store *st, int *current, char *err);
+
+/* The origin an exchange is indexed under, and a proxied request looks up:
+ * "scheme://authority" (scheme "http" when NULL). Returns a malloc'd string (caller frees),
+ * or NULL when authority is NULL (unknown: the entry has no origin) or out of memory. */
+char *store_origin(const char *scheme, const char *authority);
+
+/* The ids of the exchanges whose key has identity key, of session (NULL: every session) and
+ * of origin (store_origin(); NULL: every origin, and exchanges of none), in replay order
+ * (session, seq, id), on the calling thread's reader with a statement prepared once.
+ * Returns 0 with *ids (malloc'd, caller frees; NULL when *n is 0) and *n, or -1 with err. */
+int store_index_lookup(struct store *st, const char *session, const struct match_ident *key,
+                       const char *origin, int64_t **ids, size_t *n, char *err);
+
+/* What replay serves of exchange id, on the calling thread's reader: status, response
+ * headers and encoding, timings, error, complete, chunks (when with_chunks), and
+ * response_body only when response_size is at most body_max (else NULL with
+ * response_body_len the size). Returns 0 with *out (free with exchange_free()), 1 when there
+ * is no such exchange, -1 with err. */
+int store_get_response(struct store *st, int64_t id, size_t body_max, int with_chunks,
+                       struct exchange **out, char *err);
+
+/* The first exchange with key's identity, of session (NULL: all) and origin (NULL: any, as
+ * store_index_lookup), in replay order, with
+ * what replay serves of it (as store_get_response), in one statement: 0 with *id (0 when
+ * there is none), *out (free with exchange_free(); NULL when none) and *more (1 when
+ * another exchange has the key too: then store_index_lookup() lists them all), or -1 with
+ * err. On the calling thread's reader. */
+int store_index_first(struct store *st, const char *session, const struct match_ident *key,
+                      const char *origin, size_t body_max, int with_chunks, int64_t *id, int *more,
+                      struct exchange **out, char *err);
+
+/* Hold a read transaction on the calling thread's reader, so the reads that follow see one
+ * snapshot and take the database's locks (fcntl on the -shm file) once. It is kept across
+ * calls for up to 50 ms, and never past a commit of this store's writer (so what this
+ * process wrote is seen): store_read_end() ends it only when older than that; a later
+ * store_read_begin() renews it. Rows other processes commit are seen within 50 ms of the
+ * thread's activity. The price: a thread that goes idle keeps its snapshot until its next
+ * read or store_close(), and while it does, a checkpoint cannot reset the WAL past it (a
+ * recorder writing the same file meanwhile grows its WAL by what it writes until then).
+ * Not on a text dump (nothing to save there). store_read_begin returns 0 or -1 with err. */
+int store_read_begin(struct store *st, char *err);
+void store_read_end(struct store *st);
+
+/* Add to out every name the recording holds as REDACTED (match_redacted). Returns 0, or -1
+ * with err. Single-threaded: uses store_db(). */
+int store_redacted_names(struct store *st, struct redact_rules *out, char *err);
+
+/* Call fn(ctx, id, req, origin) for the request of every exchange of session (NULL: every
+ * session) in replay order (session, seq, id), with the origin it was for (as
+ * store_origin(); NULL when unknown); req and origin are valid during the call only. fn
+ * returning -1 stops the scan, with err as fn left it. Returns 0, or -1 with err.
+ * Single-threaded: uses store_db(). */
+int store_scan_requests(struct store *st, const char *session,
+                        int (*fn)(void *ctx, int64_t id, const struct match_request *req,
+                                  const char *origin),
+                        void *ctx, char *err);
+
+/* Number of exchanges of session (NULL: all, at a constant cost), on the calling thread's
+ * reader. Returns 0 or -1 with err. */
+int store_count_exchanges(struct store *st, const char *session, int64_t *out, char *err);
 
 /* Start the writer thread. Returns 0 or -1 with err. */
 int store_writer_start(struct store *st, char *err);

@@ -631,6 +631,107 @@ static void test_rules(void)
     free(k);
 }
 
+static void join_list(char **v, size_t n, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "", v[i]);
+}
+
+/* The match index: an exchange's identity (what it holds as REDACTED left out) is the one
+ * a live request carrying the real secrets gets under the names learnt from it. */
+static void test_index(void)
+{
+    static const struct {
+        struct req recorded, live;
+        int same;
+        const char *query, *json, *headers; /* learnt from the recorded one, joined with "," */
+    } cases[] = {
+        {{"GET", "/a", "b=2&a=1"}, {"GET", "/a", "a=1&b=2"}, 1, "", "", ""},
+        {{"GET", "/a", "a=1&token=" REDACTED}, {"GET", "/a", "token=real&a=1"}, 1, "token", "", ""},
+        {{"POST", "/m", "", {NULL}, "{\"k\":\"" REDACTED "\",\"x\":[1,{\"s\":\"" REDACTED "\"}]}"},
+         {"POST", "/m", "", {NULL}, "{\"x\": [1, {\"s\": \"real2\"}], \"k\": \"real\"}"},
+         1,
+         "",
+         "/k,/x/1/s",
+         ""},
+        /* Headers are not in a default key; names beyond the built-in ones are learnt. */
+        {{"GET", "/a", "", {"X-Custom", REDACTED, "Authorization", REDACTED, NULL}},
+         {"GET", "/a", "", {"X-Custom", "v", NULL}},
+         1,
+         "",
+         "",
+         "X-Custom"},
+        /* A value recorded as it was is part of the key. */
+        {{"GET", "/a", "a=1&token=t1"}, {"GET", "/a", "a=1&token=t2"}, 0, "", "", ""},
+        {{"POST", "/m", "", {NULL}, "{\"a\":1}"},
+         {"POST", "/m", "", {NULL}, "{\"a\":2}"},
+         0,
+         "",
+         "",
+         ""},
+        {{"GET", "/a", "n=1"}, {"POST", "/a", "n=1"}, 0, "", "", ""},
+        {{"GET", "/a"}, {"GET", "/b"}, 0, "", "", ""},
+        /* "[REDACTED]" inside a longer value is data, not a redaction. */
+        {{"GET", "/a", "q=x" REDACTED}, {"GET", "/a", "q=y"}, 0, "", "", ""},
+    };
+    static const struct match_rules all = {.fields = MATCH_ALL};
+    for (size_t i = 0; i < N(cases); i++) {
+        struct headers hr, hl;
+        struct match_request rec = req_view(&cases[i].recorded, &hr);
+        struct match_request live = req_view(&cases[i].live, &hl);
+        struct redact_rules learnt = {0};
+        struct match_ident a = {0}, b = {0};
+        char got[256];
+        CHECK(match_index_ident(&rec, &learnt, &a) == 0, "case %zu: ident", i);
+        join_list(learnt.query, learnt.nquery, got, sizeof got);
+        CHECK(strcmp(got, cases[i].query) == 0, "case %zu: learnt query %s", i, got);
+        join_list(learnt.json, learnt.njson, got, sizeof got);
+        CHECK(strcmp(got, cases[i].json) == 0, "case %zu: learnt json %s", i, got);
+        join_list(learnt.headers, learnt.nheaders, got, sizeof got);
+        CHECK(strcmp(got, cases[i].headers) == 0, "case %zu: learnt headers %s", i, got);
+        char *k = match_key(&all, &learnt, &live);
+        match_ident_of(k, &b);
+        CHECK((a.hash == b.hash && a.check == b.check) == cases[i].same,
+              "case %zu: live key %s: same identity should be %d", i, k, cases[i].same);
+        free(k);
+        redact_rules_free(&learnt);
+        headers_free(&hr);
+        headers_free(&hl);
+    }
+    /* Keys written into files: a change here is a new MATCH_INDEX_VERSION (match.h), so
+     * files indexed before are re-indexed instead of answered from. */
+    static const struct req golden = {
+        "POST",
+        "/v1/messages",
+        "b=2&a=1&token=" REDACTED,
+        {"Content-Type", "application/json", NULL},
+        "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+        "\"metadata\": {\"user_id\": \"" REDACTED "\"}, \"t\": 0.5}"};
+    struct headers gh;
+    struct match_request gr = req_view(&golden, &gh);
+    struct redact_rules gl = {0};
+    struct match_ident g = {0};
+    CHECK(match_index_ident(&gr, &gl, &g) == 0, "golden");
+    CHECK(g.hash == 0x16009a2e4d78390dULL && g.check == 0xba10ee15487d1c8cULL,
+          "golden identity %016llx %016llx (bump MATCH_INDEX_VERSION if keys changed)",
+          (unsigned long long)g.hash, (unsigned long long)g.check);
+    redact_rules_free(&gl);
+    headers_free(&gh);
+    /* The two halves are unrelated: one-byte changes move both. */
+    struct match_ident x, y;
+    match_ident_of("GET /a?n=1", &x);
+    match_ident_of("GET /a?n=2", &y);
+    CHECK(x.hash != y.hash && x.check != y.check, "n=1 / n=2");
+    CHECK(match_rules_are_default(&all) && match_rules_are_default(NULL), "default rules");
+    struct match_rules r = {.fields = MATCH_METHOD | MATCH_PATH};
+    CHECK(!match_rules_are_default(&r), "--match method,path is not the default");
+    r.fields = 0;
+    match_add_ignore_json(&r, "/x");
+    CHECK(!match_rules_are_default(&r), "--ignore-json is not the default");
+    match_rules_free(&r);
+}
+
 int main(void)
 {
     redact_add_query(&redact, "token");
@@ -644,6 +745,7 @@ int main(void)
     test_diff_caps();
     test_parse_fields();
     test_rules();
+    test_index();
     redact_rules_free(&redact);
     if (failures) {
         fprintf(stderr, "test_match: %d failure(s)\n", failures);
