@@ -25,6 +25,7 @@ import time
 import pytest
 
 from harness import ApisimProcess, apisim_bin, curl, query_db, run_apisim
+from upstream import Upstream
 
 SMALL = 2000
 
@@ -348,3 +349,184 @@ def test_a_routes_match_rules_read_only_its_exchanges(recs, tmp_path):
         assert curl(rep.url + "/item/10?n=whatever").status == 404
         stopped = rep.stop()
     assert "match rules that change keys: read the keys of 2 exchange(s)" in stopped.stderr
+
+
+# ---- many hosts in one index ---------------------------------------------------------------
+#
+# The match index holds each exchange's origin (scheme://authority): a proxied request
+# (absolute form, what HTTP_PROXY clients send) replays only its own host's exchanges, a
+# request in origin form (apisim as a reverse proxy) every host's, in replay order.
+
+
+def proxied(rep_url, url):
+    """GET url through apisim as an HTTP proxy (curl -x): (status, body bytes)."""
+    p = subprocess.run(["curl", "-sS", "-x", rep_url, "--max-time", "20", "-w", "\n%{http_code}",
+                        url], capture_output=True, timeout=30)
+    body, _, status = p.stdout.rpartition(b"\n")
+    assert p.returncode == 0, p.stderr
+    return int(status), body
+
+
+def host_of(body):
+    """The Host header the upstream's /echo saw: whose recorded answer this is."""
+    return json.loads(body)["headers"]["host"]
+
+
+def check_hosts_replay(db, a, b, third, first, counters, env):
+    """Replay db (a file) where hosts a and b ("127.0.0.1:PORT") each recorded GET /echo?q=1
+    and /counter twice ({"n": ...}); first is the host whose /echo comes first in replay
+    order, counters the n's of both hosts' /counter in replay order. Each host gets its own
+    answers; origin form gets the first host's /echo, and walks the one /counter sequence of
+    both hosts; a third host misses with the host as the nearest's difference. Returns the
+    n's each host got from three /counter requests, and the replay's stderr."""
+    with ApisimProcess(["replay", "--db", db], env=env) as rep:
+        for h in (a, b):
+            st, body = proxied(rep.url, f"http://{h}/echo?q=1")
+            assert st == 200 and host_of(body) == h, (h, st, body)
+        # each host's own sequence, apart from the other's and from origin form's
+        ns = {h: [json.loads(proxied(rep.url, f"http://{h}/counter")[1])["n"] for _ in range(3)]
+              for h in (a, b)}
+        r = curl(rep.url + "/echo?q=1")  # origin form: any host, the first in replay order
+        assert r.status == 200 and host_of(r.body) == first, (first, r)
+        assert [curl(rep.url + "/counter").json()["n"] for _ in range(5)] == \
+            counters + counters[-1:]
+        st, body = proxied(rep.url, f"http://{third}/echo?q=1")
+        assert st == 404, (st, body)
+        miss = json.loads(body)
+        assert miss["request"]["authority"] == third, miss
+        assert miss["nearest"] and miss["nearest"][0]["path"] == "/echo", miss
+        assert miss["nearest"][0]["differences"][0].startswith(f"host: http://{third} != "), miss
+        stopped = rep.stop()
+    assert stopped.rc == 0, stopped.stderr
+    assert f"miss: GET http://{third}/echo?q=1" in stopped.stderr
+    assert "read the keys" not in stopped.stderr  # answered from the index, not a pass
+    return ns, stopped.stderr
+
+
+def origins(db):
+    return sorted((r[0] or "") for r in query_db(db, "SELECT DISTINCT origin FROM match_index"))
+
+
+def test_two_hosts_same_path_replay_their_own_from_the_index(tmp_path):
+    db = tmp_path / "hosts.db"
+    env = {"APISIM_CA_DIR": str(tmp_path / "ca")}
+    with Upstream() as up_a, Upstream() as up_b, Upstream() as up_c:
+        a, b, c = (f"127.0.0.1:{u.port}" for u in (up_a, up_b, up_c))
+        for _ in range(10):  # b counts from 11: its answers differ from a's
+            curl(f"http://{b}/counter")
+        with ApisimProcess(["record", "--db", db], env=env) as rec:
+            for h in (a, b):
+                assert proxied(rec.url, f"http://{h}/echo?q=1")[0] == 200
+            for h in (a, b, a, b):
+                assert proxied(rec.url, f"http://{h}/counter")[0] == 200
+            assert rec.stop().rc == 0
+        n, indexed, _ = index_state(db)
+        assert n == indexed == 6, (n, indexed)
+        assert origins(db) == sorted([f"http://{a}", f"http://{b}"])
+
+        up_a.stop()
+        up_b.stop()
+        ns, err = check_hosts_replay(db, a, b, c, a, [1, 11, 2, 12], env)
+        assert ns == {a: [1, 2, 2], b: [11, 12, 12]}, ns
+        assert "building" not in err, err  # record wrote the entries with their origins
+
+        # --on-miss record through the proxy: the third host's answer is recorded, with its
+        # origin, and found by the same request again in this run, proxied and in origin form
+        with ApisimProcess(["replay", "--db", db, "--on-miss", "record", "--upstream",
+                            f"http://{c}"], env=env) as rep:
+            for _ in range(2):
+                st, body = proxied(rep.url, f"http://{c}/echo?q=2")
+                assert st == 200 and host_of(body) == c, (st, body)
+            assert len(up_c.received_for("/echo")) == 1, "the repeat went to the upstream"
+            r = curl(rep.url + "/echo?q=2")
+            assert r.status == 200 and host_of(r.body) == c, r
+            st, body = proxied(rep.url, f"http://{a}/echo?q=1")
+            assert st == 200 and host_of(body) == a, body  # a's own still
+            stopped = rep.stop()
+        assert stopped.rc == 0, stopped.stderr
+        assert len(up_c.received_for("/echo")) == 1
+    assert query_db(db, "SELECT m.origin FROM match_index m JOIN exchanges e "
+                        "ON e.id = m.exchange_id WHERE e.query = 'q=2'")[0][0] == f"http://{c}"
+    n, indexed, _ = index_state(db)
+    assert n == indexed == 7, (n, indexed)
+
+
+SCHEMA_DIR = os.path.join(os.environ.get("APISIM_SOURCE_DIR",
+                                         os.path.join(os.path.dirname(__file__), "..", "..")),
+                          "schema")
+
+
+def old_recording(db, files, version, sessions, rows):
+    """A database as an older apisim left it: the schema files given applied with sqlite3,
+    PRAGMA user_version = version, sessions (name, upstream) and exchanges (session, seq,
+    scheme, authority, path, body) written by hand: no match index at all."""
+    con = sqlite3.connect(db)
+    for f in files:
+        with open(os.path.join(SCHEMA_DIR, f)) as fh:
+            con.executescript(fh.read())
+    con.execute(f"PRAGMA user_version = {version}")
+    with con:
+        for name, upstream in sessions:
+            con.execute("INSERT INTO sessions (name, created_at, upstream) VALUES (?, ?, ?)",
+                        (name, "2026-11-30T08:00:00.000Z", upstream))
+        for session, seq, scheme, authority, path, body in rows:
+            hosts = ", scheme, authority" if version >= 5 else ""
+            vals = ", ?, ?" if version >= 5 else ""
+            con.execute(f"INSERT INTO exchanges (session, seq, started_at, method, path, query, "
+                        f"status, response_headers, response_body{hosts}) VALUES (?, ?, "
+                        f"'2026-11-30T08:00:00.000Z', 'GET', ?, ?, 200, "
+                        f"'[[\"Content-Type\",\"application/json\"]]', ?{vals})",
+                        (session, seq, path.partition("?")[0], path.partition("?")[2], body,
+                         *((scheme, authority) if version >= 5 else ())))
+    con.close()
+
+
+def echo_body(host):
+    return json.dumps({"method": "GET", "path": "/echo", "query": "q=1",
+                       "headers": {"host": host}})
+
+
+@pytest.mark.parametrize("made_by", ["schema 3 (0315297)", "schema 5 (before the index)"])
+def test_two_hosts_same_path_in_an_older_file_index_built_in_place(tmp_path, made_by):
+    """A file made before the index: schema 3 (one host per session, taken from the
+    session's --upstream by 005_hosts) or schema 5 (001-003, 005 and 006: hosts in the
+    rows). Its index is built in place with each entry's origin, and it replays as a new
+    one does."""
+    a, b, c = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"  # never contacted
+    db = tmp_path / "old.db"
+    if made_by.startswith("schema 3"):
+        files, version = ["001_core.sql", "002_claude.sql", "003_views.sql"], 3
+        # sessions replay in name order: "s1" (b's) before "s2" (a's)
+        sessions = [("s1", f"http://{b}"), ("s2", f"http://{a}/base")]
+        rows = [("s2", 1, None, None, "/echo?q=1", echo_body(a)),
+                ("s2", 2, None, None, "/counter", '{"n": 1}'),
+                ("s2", 3, None, None, "/counter", '{"n": 2}'),
+                ("s1", 1, None, None, "/echo?q=1", echo_body(b)),
+                ("s1", 2, None, None, "/counter", '{"n": 11}'),
+                ("s1", 3, None, None, "/counter", '{"n": 12}')]
+        first, counters = b, [11, 12, 1, 2]
+    else:
+        files = ["001_core.sql", "002_claude.sql", "003_views.sql", "005_hosts.sql",
+                 "006_claude_stderr.sql"]
+        version = 5
+        sessions = [("default", None)]
+        rows = [("default", 1, "http", a, "/echo?q=1", echo_body(a)),
+                ("default", 2, "http", b, "/echo?q=1", echo_body(b)),
+                ("default", 3, "http", a, "/counter", '{"n": 1}'),
+                ("default", 4, "http", b, "/counter", '{"n": 11}'),
+                ("default", 5, "http", a, "/counter", '{"n": 2}'),
+                ("default", 6, "http", b, "/counter", '{"n": 12}')]
+        first, counters = a, [1, 11, 2, 12]
+    old_recording(db, files, version, sessions, rows)
+    env = {"APISIM_CA_DIR": str(tmp_path / "ca")}
+    ns, err = check_hosts_replay(db, a, b, c, first, counters, env)
+    assert ns == {a: [1, 2, 2], b: [11, 12, 12]}, ns
+    assert "has no match index yet: building it (once)" in err, err
+    newest = len([f for f in os.listdir(SCHEMA_DIR) if f.endswith(".sql")])
+    assert query_db(db, "PRAGMA user_version")[0][0] == newest
+    n, indexed, _ = index_state(db)
+    assert n == indexed == 6, (n, indexed)
+    assert origins(db) == sorted([f"http://{a}", f"http://{b}"])
+    # built once: the next start finds it current, and answers the same
+    ns2, err = check_hosts_replay(db, a, b, c, first, counters, env)
+    assert ns2 == ns and "building" not in err, err
