@@ -1,9 +1,15 @@
-"""The recording file itself: `apisim init` creates or upgrades one."""
+"""The recording file itself: `apisim init` creates or upgrades one, and processes that open
+the same new database at the same moment (two recorders started together on one --db) all
+get a complete schema, applied once.
+"""
 
 import os
+import signal
 import sqlite3
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
-from harness import query_db, run_apisim
+from harness import ApisimProcess, child_env, query_db, run_apisim
 
 SCHEMA_DIR = os.path.join(os.environ.get("APISIM_SOURCE_DIR",
                                          os.path.join(os.path.dirname(__file__), "..", "..")),
@@ -96,3 +102,69 @@ def test_init_bad_input(apisim_bin, tmp_path):
     p = run_apisim("init", "--db", text)
     assert p.returncode == 1 and "notes.db" in p.stderr and "SQLite" in p.stderr, p.stderr
     assert text.read_text() == "not a database\n"
+
+
+# --- many processes, one new database -------------------------------------------------------
+
+
+def start_together(argvs, cwd):
+    """Start every argv before waiting for any; return their CompletedProcess-like results
+    (returncode, stdout, stderr) in order."""
+    procs = [subprocess.Popen(a, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=child_env(), cwd=cwd, text=True)
+             for a in argvs]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        results.append((p.returncode, out, err))
+    return results
+
+
+def test_processes_creating_one_database_at_once_all_succeed(apisim_bin, tmp_path):
+    """Before migrations took the write lock first, most of these failed with `table
+    sessions already exists`: each saw version 0 and applied the schema again."""
+    want = fresh_schema(tmp_path)
+    n = 8
+    for round_ in range(3):
+        db = tmp_path / f"new{round_}.db"
+        argvs = []
+        for k in range(n):
+            if k % 4 == 3:
+                argvs.append([apisim_bin, "init", "--db", str(db)])
+            else:
+                argvs.append([apisim_bin, "claude-record", "--db", str(db), "--session",
+                              f"s{k}", "--", "sh", "-c", f"echo '{{\"k\":{k}}}'"])
+        results = start_together(argvs, tmp_path)
+        for argv, (rc, out, err) in zip(argvs, results):
+            assert rc == 0, f"round {round_}: {argv[1]} exited {rc}: {err}"
+        assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+        assert schema_of(db) == want
+        recorded = n - n // 4
+        assert rows(db, "SELECT count(*), count(DISTINCT session) FROM claude_runs") == \
+            [(recorded, recorded)]
+        assert rows(db, "SELECT line FROM claude_lines WHERE run_id IN "
+                            "(SELECT id FROM claude_runs WHERE session = 's0')") == \
+            [('{"k":0}',)]
+
+
+def test_record_servers_started_together_on_one_new_database(apisim_bin, tmp_path):
+    want = fresh_schema(tmp_path)
+    db = tmp_path / "new.db"
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(ApisimProcess, ["record", "--upstream", "http://127.0.0.1:9",
+                                                 "--db", db, "--session", f"r{k}"])
+                   for k in range(3)]
+        servers, errors = [], []
+        for f in futures:
+            try:
+                servers.append(f.result())
+            except AssertionError as e:  # exited before listening: the race
+                errors.append(str(e))
+    try:
+        assert not errors, errors
+        assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+        assert schema_of(db) == want
+    finally:
+        for s in servers:
+            rc, err = s.stop(signal.SIGTERM)
+            assert rc == 0, err
