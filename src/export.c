@@ -64,6 +64,10 @@ static const char *usage_of(const char *cmd)
     if (strcmp(cmd, "export") == 0)
         return "usage: apisim export [--db FILE] [--session NAME] --format har|jsonl|sql "
                "[--output FILE]";
+    if (strcmp(cmd, "init") == 0)
+        return "usage: apisim init [--db FILE]\n"
+               "creates FILE (default apisim.db) with apisim's schema, or brings an older one up\n"
+               "to date, and prints its schema version";
     return "usage: apisim import [--db FILE] [--session NAME] [--max-body SIZE] FILE";
 }
 
@@ -1329,6 +1333,44 @@ out:
     if (rc != EXIT_OK)
         log_msg(LOG_ERROR, "import: %s", err);
     free(text);
+    store_close(st);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- init */
+
+int init_main(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts("init", argc, argv, OPT_DB, 0, &o);
+    if (rc >= 0)
+        return rc;
+    if (ends_with(o.db, ".sql")) {
+        log_msg(LOG_ERROR,
+                "init: --db %s is a text dump, which is loaded into memory and never written: "
+                "give a .db file",
+                o.db);
+        return EXIT_USAGE;
+    }
+    char err[APISIM_ERR_LEN] = "";
+    struct store *st = NULL;
+    struct stat sb;
+    int existed = stat(o.db, &sb) == 0;
+    if (store_open(&st, o.db, STORE_CREATE, err) < 0) {
+        log_msg(LOG_ERROR, "init: %s", err);
+        return EXIT_RUNTIME;
+    }
+    sqlite3_stmt *s = NULL;
+    rc = EXIT_RUNTIME;
+    if (sqlite3_prepare_v2(store_db(st), "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
+        log_msg(LOG_ERROR, "init: database %s: %s", o.db, sqlite3_errmsg(store_db(st)));
+    } else {
+        printf("%s: apisim schema version %d%s\n", o.db, sqlite3_column_int(s, 0),
+               existed ? "" : " (created)");
+        rc = EXIT_OK;
+    }
+    sqlite3_finalize(s);
     store_close(st);
     return rc;
 }

@@ -4,6 +4,7 @@
  *   apisim show   [--db FILE] ID
  *   apisim export [--db FILE] [--session NAME] --format har|jsonl|sql [--output FILE]
  *   apisim import [--db FILE] [--session NAME] [--max-body SIZE] FILE
+ *   apisim init   [--db FILE]
  *
  * Each takes the command line from the subcommand on (argv[0] is "ls", "show", ...), writes
  * its result to stdout (or only to --output FILE) and its diagnostics to stderr, and
@@ -27,5 +28,7 @@ int ls_main(int argc, char **argv);
 int show_main(int argc, char **argv);
 int export_main(int argc, char **argv);
 int import_main(int argc, char **argv);
+/* Create the database with apisim's schema, or migrate an older one; print its version. */
+int init_main(int argc, char **argv);
 
 #endif

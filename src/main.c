@@ -707,6 +707,7 @@ static void usage(FILE *f)
           "  show     [--db FILE] ID                                 print one exchange\n"
           "  export   [--db FILE] [--session NAME] --format har|jsonl|sql [--output FILE]\n"
           "  import   [--db FILE] [--session NAME] [--max-body SIZE] FILE   read HAR or JSONL\n"
+          "  init     [--db FILE]                                    create or upgrade a database\n"
           "  ca       [--ca-dir DIR]                                 make/print the CA for HTTPS\n"
           "session fixtures:\n"
           "  claude   [claude arguments]                             a fake claude CLI\n"
@@ -749,6 +750,8 @@ int main(int argc, char **argv)
         return export_main(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0)
         return import_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "init") == 0)
+        return init_main(argc - 1, argv + 1);
     if (strcmp(cmd, "ca") == 0)
         return ca_main(argc - 1, argv + 1);
     if (strcmp(cmd, "record") == 0 || strcmp(cmd, "replay") == 0 || strcmp(cmd, "mock") == 0) {

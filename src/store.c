@@ -134,7 +134,12 @@ out:
     return rc;
 }
 
-/* Bring the schema up to date with the embedded schema files. */
+/* Bring the schema up to date with the embedded schema files. Other processes may open
+ * the same file at the same moment (two recorders started together on a new --db): the
+ * version read first only says whether there is work; the migrations run in one
+ * transaction that holds the write lock (waiting the busy timeout for it) and starts from
+ * the version read again inside it, so what another process applied meanwhile is not
+ * applied twice. */
 static int migrate(sqlite3 *db, const char *path, int readonly, char *err)
 {
     int version;
@@ -156,22 +161,40 @@ static int migrate(sqlite3 *db, const char *path, int readonly, char *err)
                  path, version, schema_file_count);
         return -1;
     }
+    char *msg = NULL, what[128] = "locking it to apply the schema";
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    if (read_user_version(db, &version, err, path) < 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (version > schema_file_count) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        snprintf(err, APISIM_ERR_LEN,
+                 "database %s was just upgraded to schema version %d by a newer apisim (this "
+                 "one knows %d): use a newer apisim to read it",
+                 path, version, schema_file_count);
+        return -1;
+    }
     for (int i = version; i < schema_file_count; i++) {
-        char *msg = NULL;
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d;", i + 1);
-        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(db, schema_files[i].sql, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-            snprintf(err, APISIM_ERR_LEN, "database %s: applying schema %s failed: %s", path,
-                     schema_files[i].name, msg ? msg : sqlite3_errmsg(db));
-            sqlite3_free(msg);
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
+        snprintf(what, sizeof what, "applying schema %s", schema_files[i].name);
+        if (sqlite3_exec(db, schema_files[i].sql, NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK)
+            goto fail;
     }
+    snprintf(what, sizeof what, "committing the schema");
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
     return 0;
+fail:
+    snprintf(err, APISIM_ERR_LEN, "database %s: %s failed: %s", path, what,
+             msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 /* A text dump is SQL from a file: it may fill the in-memory database, never reach another

@@ -85,10 +85,6 @@ class ScenarioRecorder:
         self.db_path = os.path.join(self.output_dir, SCENARIO_DB)
         self.sessions_dir = os.path.join(self.output_dir, SESSIONS)
         self._lock = threading.Lock()
-        # Held while the first step creates scenario.db: processes creating one database at
-        # once race on its schema, so the others wait until it exists.
-        self._create_lock = threading.Lock()
-        self._db_ready = os.path.exists(self.db_path)
         self._steps = []      # in the order the steps were begun; None while one is running
         self._taken = set()   # cassette names in use
 
@@ -125,18 +121,11 @@ class ScenarioRecorder:
         if os.path.isdir(path):
             os.rmdir(path)
 
-    def _claude_record(self, argv):
-        """Run apisim claude-record; the first to create scenario.db does it alone."""
-        def run():
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-
-        if self._db_ready:
-            return run()
-        with self._create_lock:
-            proc = run()
-            self._db_ready = os.path.exists(self.db_path)
-            return proc
+    def _run(self, argv):
+        """Run an apisim command line. scenario.db is created by whichever comes first: apisim
+        migrates a new database once however many processes open it at the same moment."""
+        return subprocess.run(argv, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def record_step(self, step_name, tool, args, model=None, session_log_dir=None):
         """Run `args` (inherited environment and working directory) under
@@ -158,7 +147,7 @@ class ScenarioRecorder:
                 argv += ["--tool", str(tool)]
             if model:
                 argv += ["--model", str(model)]
-            proc = self._claude_record(argv + ["--", *args])
+            proc = self._run(argv + ["--", *args])
             run = _read_run(self.db_path, name)
             if run is None:
                 err = proc.stderr.decode("utf-8", "replace").strip()
@@ -205,7 +194,7 @@ class ScenarioRecorder:
                     "--recipe", str(self.recipe_name), "--summary", text]
             if tool is not None:
                 argv[argv.index("--summary"):argv.index("--summary")] = ["--tool", str(tool)]
-            proc = self._claude_record(argv)
+            proc = self._run(argv)
             if proc.returncode != 0:
                 raise ScenarioError(f"step {step_name!r}: apisim claude-record refused it: "
                                     f"{proc.stderr.decode('utf-8', 'replace').strip()}")
@@ -220,9 +209,17 @@ class ScenarioRecorder:
 
     def finalize(self):
         """Write <output_dir>/scenario.json ({"recipe": ..., "steps": [...]}, also with no
-        steps). Safe from any thread, once or more; returns its path."""
+        steps), after making sure <output_dir>/scenario.db exists (`apisim init` creates it,
+        with apisim's schema and no step, when no step did). Safe from any thread, once or
+        more; returns the path of scenario.json. Raises ScenarioError, writing no
+        scenario.json, when scenario.db cannot be created."""
         with self._lock:
             self._check_dir()
+            if not os.path.exists(self.db_path):
+                proc = self._run([self.binary, "init", "--db", self.db_path])
+                if proc.returncode != 0:
+                    raise ScenarioError(f"cannot create {self.db_path}: "
+                                        f"{proc.stderr.decode('utf-8', 'replace').strip()}")
             path = os.path.join(self.output_dir, SCENARIO_FILE)
             _write_json(path, {"recipe": self.recipe_name,
                                "steps": [s for s in self._steps if s]})

@@ -5,11 +5,13 @@ fake `claude` with the same lines, exit status and pacing."""
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from apisim._binary import find_binary
 from apisim.claude import make_scenario_player, make_scenario_recorder
 from apisim.errors import ApisimError, ScenarioError
 
@@ -150,7 +152,39 @@ def test_zero_steps_and_finalize_from_many_threads(tmp_path):
     assert errors == []
     assert json.loads((tmp_path / "scenario.json").read_text()) == {
         "recipe": "empty-recipe", "steps": []}
-    assert sorted(os.listdir(tmp_path)) == ["scenario.json"]   # no temporary files left
+    # no temporary files left
+    assert sorted(os.listdir(tmp_path)) == ["scenario.db", "scenario.json"]
+    # scenario.db has apisim's whole schema (what the binary creates) and no step.
+    (tmp_path / "ref").mkdir()
+    ref = tmp_path / "ref" / "init.db"
+    subprocess.run([find_binary(None), "init", "--db", str(ref)], check=True,
+                   capture_output=True)
+    con = sqlite3.connect(tmp_path / "scenario.db")
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        schema = con.execute("PRAGMA user_version").fetchall() + con.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("scenario_steps", "claude_runs", "claude_lines")]
+    finally:
+        con.close()
+    con = sqlite3.connect(ref)
+    try:
+        want = con.execute("PRAGMA user_version").fetchall() + con.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    finally:
+        con.close()
+    assert schema == want and want[0][0] >= 1
+    assert counts == [0, 0, 0]
+
+
+def test_finalize_that_cannot_create_scenario_db_writes_no_scenario_json(tmp_path):
+    rec = make_scenario_recorder(tmp_path, "r")
+    # scenario.db a link into a directory that does not exist: sqlite cannot create it.
+    os.symlink(tmp_path / "gone" / "x.db", tmp_path / "scenario.db")
+    with pytest.raises(ScenarioError, match="cannot create .*scenario.db"):
+        rec.finalize()
+    assert sorted(os.listdir(tmp_path)) == ["scenario.db"]
 
 
 def test_steps_from_threads_get_distinct_cassettes(tmp_path):
