@@ -6,6 +6,10 @@
  * that change keys (--match, --ignore-*, --match-header, a route's "match", replay-time
  * redaction of the query or body) have the keys of the exchanges they apply to read once at
  * start (replay_new). Start-up and memory do not otherwise depend on the recording's size.
+ * A proxied request (req->authority set) is looked up among its own origin's exchanges
+ * ("scheme://authority") and keeps its own place in their sequence; a request in origin
+ * form among every host's, in replay order. With --on-miss record, what is recorded answers
+ * the same request later in the run (found again once the writer has committed it).
  *
  * Owns: the sequence positions of the keys requested (kept while they matter; keys of a
  * single repeated answer are cached up to a bound), a bounded cache of the answers served,

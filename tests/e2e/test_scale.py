@@ -530,3 +530,30 @@ def test_two_hosts_same_path_in_an_older_file_index_built_in_place(tmp_path, mad
     # built once: the next start finds it current, and answers the same
     ns2, err = check_hosts_replay(db, a, b, c, first, counters, env)
     assert ns2 == ns and "building" not in err, err
+
+
+def test_an_exchange_moved_to_another_host_by_hand_is_reindexed(tmp_path):
+    """Editing an exchange's scheme or authority with sqlite3 drops its entry (a trigger):
+    the next replay writes it again under its new origin, never answers from the old one."""
+    a, c = "127.0.0.1:1", "127.0.0.1:3"
+    db = tmp_path / "moved.db"
+    old_recording(db, ["001_core.sql", "002_claude.sql", "003_views.sql", "005_hosts.sql",
+                       "006_claude_stderr.sql"], 5, [("default", None)],
+                  [("default", 1, "http", a, "/echo?q=1", echo_body(a))])
+    env = {"APISIM_CA_DIR": str(tmp_path / "ca")}
+    with ApisimProcess(["replay", "--db", db], env=env) as rep:  # builds the index
+        assert proxied(rep.url, f"http://{a}/echo?q=1")[0] == 200
+        rep.stop()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE exchanges SET scheme = 'https', authority = ?", (c,))
+    con.close()
+    n, indexed, _ = index_state(db)
+    assert (n, indexed) == (1, 0)
+    with ApisimProcess(["replay", "--db", db], env=env) as rep:
+        assert proxied(rep.url, f"http://{a}/echo?q=1")[0] == 404  # not from the old origin
+        assert proxied(rep.url, f"http://{c}/echo?q=1")[0] == 404  # nor another scheme's
+        assert curl(rep.url + "/echo?q=1").status == 200  # origin form: any host
+        stopped = rep.stop()
+    assert "has exchanges without a match index entry: building it (once)" in stopped.stderr
+    assert origins(db) == [f"https://{c}"]
