@@ -557,3 +557,26 @@ def test_an_exchange_moved_to_another_host_by_hand_is_reindexed(tmp_path):
         stopped = rep.stop()
     assert "has exchanges without a match index entry: building it (once)" in stopped.stderr
     assert origins(db) == [f"https://{c}"]
+
+
+@pytest.mark.parametrize("rule", [["--ignore-query", "q"], ["--match", "method,path"]])
+def test_rules_that_change_keys_keep_each_host_to_its_own(tmp_path, rule):
+    """Under rules that change keys, replay reads the recording's keys at start instead of
+    the index: a proxied request still gets only its own host's exchanges."""
+    a, b, c = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
+    db = tmp_path / "rules.db"
+    old_recording(db, ["001_core.sql", "002_claude.sql", "003_views.sql", "005_hosts.sql",
+                       "006_claude_stderr.sql"], 5, [("default", None)],
+                  [("default", 1, "http", a, "/echo?q=1", echo_body(a)),
+                   ("default", 2, "http", b, "/echo?q=1", echo_body(b))])
+    with ApisimProcess(["replay", "--db", db, *rule],
+                       env={"APISIM_CA_DIR": str(tmp_path / "ca")}) as rep:
+        for h in (b, a, b):
+            st, body = proxied(rep.url, f"http://{h}/echo?q=other")
+            assert st == 200 and host_of(body) == h, (h, st, body)
+        r = curl(rep.url + "/echo?q=other")
+        assert r.status == 200 and host_of(r.body) == a, r  # origin form: first recorded
+        st, body = proxied(rep.url, f"http://{c}/echo?q=other")
+        assert st == 404 and json.loads(body)["request"]["authority"] == c, (st, body)
+        stopped = rep.stop()
+    assert "match rules that change keys: read the keys of 2 exchange(s)" in stopped.stderr
