@@ -21,6 +21,11 @@
 /* How long the writer waits for a lock before holding a batch (and between retries). */
 #define STORE_WRITER_BUSY_MS 200
 #define STORE_RETRY_MS 500
+/* The writer checkpoints the WAL itself, once this many frames are in it and after it has
+ * answered the batch that put them there (SQLite's own checkpoint, every 1000 frames, ran
+ * inside a commit: a response waited for it). Fewer checkpoints also copy a page rewritten
+ * by many exchanges fewer times. */
+#define STORE_CHECKPOINT_FRAMES 4000
 
 /* The writer's transaction statements (struct store's wtx). */
 enum { WTX_BEGIN, WTX_COMMIT, WTX_SAVEPOINT, WTX_RELEASE, WTX_VERSION, WTX_N };
@@ -74,6 +79,7 @@ struct store {
      * connection has written (PRAGMA data_version unchanged since wversion). */
     char *wsession;
     int64_t wversion;
+    int wframes; /* frames in the WAL after the writer's last commit */
     atomic_uint_least64_t failures;
 
     pthread_key_t reader_key;
@@ -915,6 +921,16 @@ static int writer_run(struct store *st, int which, int64_t *value)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
+/* sqlite3_wal_hook: after each of the writer's commits (instead of SQLite's checkpoint). */
+static int writer_wal_hook(void *cls, sqlite3 *db, const char *name, int frames)
+{
+    struct store *st = cls;
+    (void)db;
+    (void)name;
+    st->wframes = frames;
+    return SQLITE_OK;
+}
+
 /* Forget the session row the writer knew of. */
 static void writer_forget_session(struct store *st)
 {
@@ -1081,6 +1097,13 @@ static void *writer_main(void *arg)
             it = next;
         }
         pthread_cond_broadcast(&st->cond_done);
+        if (st->wframes >= STORE_CHECKPOINT_FRAMES) {
+            /* Passive: readers are never waited for (the next round tries again). */
+            st->wframes = 0;
+            pthread_mutex_unlock(&st->mu);
+            sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            pthread_mutex_lock(&st->mu);
+        }
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -1090,6 +1113,7 @@ int store_writer_start(struct store *st, char *err)
 {
     if (open_connection(st, &st->wdb, err) < 0)
         return -1;
+    sqlite3_wal_hook(st->wdb, writer_wal_hook, st); /* replaces SQLite's auto-checkpoint */
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
         for (int i = 0; i < 3; i++)
