@@ -20,6 +20,9 @@
 /* A response complete before the client has its head is sent whole (committed first) up
  * to this size; a larger one streams, and is stored once the client has taken it all. */
 #define PROXY_WHOLE_MAX (64u * 1024)
+/* Easy handles kept for the next transfers once theirs are over (curl_easy_reset keeps
+ * their buffers: no 16 KiB allocation and set-up per exchange). */
+#define PROXY_IDLE_EASY 128
 
 struct transfer;
 
@@ -40,6 +43,9 @@ struct proxy {
     /* Every live transfer, so that proxy_stop() can wake the connections waiting on one. */
     pthread_mutex_t live_mu;
     struct transfer *live;
+    pthread_mutex_t easy_mu; /* idle easy handles, reset, for the next transfers */
+    CURL *idle_easy[PROXY_IDLE_EASY];
+    size_t nidle_easy;
 };
 
 /* One forwarded request, from the handler to the end of its response. Shared by the
@@ -178,6 +184,7 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
     }
     px->opt = *opt;
     pthread_mutex_init(&px->live_mu, NULL);
+    pthread_mutex_init(&px->easy_mu, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&px->share_locks[i], NULL);
     if ((px->share = curl_share_init())) {
@@ -240,6 +247,9 @@ void proxy_free(struct proxy *px)
     if (!px)
         return;
     upstream_free(px->up);
+    for (size_t i = 0; i < px->nidle_easy; i++)
+        curl_easy_cleanup(px->idle_easy[i]);
+    pthread_mutex_destroy(&px->easy_mu);
     curl_share_cleanup(px->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&px->share_locks[i]);
@@ -263,6 +273,33 @@ static struct transfer *job_transfer(struct upstream_job *job)
     return (struct transfer *)(void *)((char *)job - offsetof(struct transfer, job));
 }
 
+/* An easy handle for a new transfer: an idle one, or a new one. NULL when out of memory. */
+static CURL *easy_get(struct proxy *px)
+{
+    CURL *e = NULL;
+    pthread_mutex_lock(&px->easy_mu);
+    if (px->nidle_easy > 0)
+        e = px->idle_easy[--px->nidle_easy];
+    pthread_mutex_unlock(&px->easy_mu);
+    return e ? e : curl_easy_init();
+}
+
+/* A transfer's easy handle, out of every multi handle: reset and kept, or cleaned up. */
+static void easy_put(struct proxy *px, CURL *e)
+{
+    if (!e)
+        return;
+    curl_easy_setopt(e, CURLOPT_SHARE, NULL); /* the share counts its users */
+    curl_easy_reset(e);
+    pthread_mutex_lock(&px->easy_mu);
+    if (px->nidle_easy < PROXY_IDLE_EASY) {
+        px->idle_easy[px->nidle_easy++] = e;
+        e = NULL;
+    }
+    pthread_mutex_unlock(&px->easy_mu);
+    curl_easy_cleanup(e);
+}
+
 static void transfer_release(struct transfer *t)
 {
     if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
@@ -277,8 +314,10 @@ static void transfer_release(struct transfer *t)
         if (t->live_next)
             t->live_next->live_prev = t->live_prev;
         pthread_mutex_unlock(&px->live_mu);
+        easy_put(px, t->job.easy);
+    } else {
+        curl_easy_cleanup(t->job.easy);
     }
-    curl_easy_cleanup(t->job.easy);
     curl_slist_free_all(t->req_headers);
     exchange_free(t->ex);
     headers_free(&t->resp_headers);
@@ -619,7 +658,7 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
     if (!headers_get(&req->headers, "user-agent"))
         t->req_headers = curl_slist_append(t->req_headers, "User-Agent:");
 
-    CURL *e = t->job.easy = curl_easy_init();
+    CURL *e = t->job.easy = easy_get(px);
     if (!e)
         goto oom;
     curl_easy_setopt(e, CURLOPT_URL, url.p);

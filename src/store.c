@@ -21,6 +21,16 @@
 /* How long the writer waits for a lock before holding a batch (and between retries). */
 #define STORE_WRITER_BUSY_MS 200
 #define STORE_RETRY_MS 500
+/* The writer checkpoints the WAL itself, once this many frames are in it and after it has
+ * answered the batch that put them there (SQLite's own checkpoint, every 1000 frames, ran
+ * inside a commit: a response waited for it). Fewer checkpoints also copy a page rewritten
+ * by many exchanges fewer times. */
+#define STORE_CHECKPOINT_FRAMES 4000
+
+/* The writer's transaction statements (struct store's wtx). */
+enum { WTX_BEGIN, WTX_COMMIT, WTX_SAVEPOINT, WTX_RELEASE, WTX_VERSION, WTX_N };
+static const char *const wtx_sql[WTX_N] = {"BEGIN IMMEDIATE", "COMMIT", "SAVEPOINT one",
+                                           "RELEASE one", "PRAGMA data_version"};
 
 /* One exchange waiting for the writer. */
 struct write_item {
@@ -81,6 +91,13 @@ struct store {
     int locked_out;
     sqlite3_stmt *wcache[STORE_NCACHE];  /* the writer's prepared INSERTs, for the whole run */
     sqlite3_stmt *dbcache[STORE_NCACHE]; /* store_put_exchange()'s, on db */
+    sqlite3_stmt *wtx[WTX_N]; /* its transaction statements, prepared once (not parsed per
+                                 batch and per exchange as sqlite3_exec would) */
+    /* The session whose row the writer last committed, skipping its upsert while no other
+     * connection has written (PRAGMA data_version unchanged since wversion). */
+    char *wsession;
+    int64_t wversion;
+    int wframes; /* frames in the WAL after the writer's last commit */
     atomic_uint_least64_t failures;
     atomic_uint_least64_t commits; /* transactions the writer committed */
 
@@ -606,8 +623,10 @@ static int insert_index(sqlite3 *db, sqlite3_stmt **cache, sqlite3_int64 id, con
 
 /* Insert with statements cached in cache[STORE_NCACHE] (the writer keeps its own for the
  * whole run; one-off callers pass a fresh cache and finalize it). Writes the exchange's
- * match index entry too. */
-static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *ex, char *err)
+ * match index entry too. session_known: the session's row is known to be committed (the
+ * writer's upsert is skipped); one-off callers pass 0. */
+static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *ex,
+                           int session_known, char *err)
 {
     static const char sql[] =
         "INSERT INTO exchanges (session, seq, source, started_at, method, path, query, "
@@ -626,17 +645,20 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
         snprintf(err, APISIM_ERR_LEN, "out of memory");
         goto out;
     }
-    /* Sessions are created on demand so every insert path keeps the foreign key true. */
-    if (cached_stmt(db, &cache[0],
-                    "INSERT INTO sessions (name, created_at) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO NOTHING") != SQLITE_OK)
-        goto fail;
-    c = cache[0];
-    sqlite3_bind_text(c, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
-    sqlite3_bind_text(c, 2, started, -1, SQLITE_STATIC);
-    if (sqlite3_step(c) != SQLITE_DONE)
-        goto fail;
-    sqlite3_reset(c);
+    /* Sessions are created on demand so every insert path keeps the foreign key true
+     * (unless the caller knows the row is there). */
+    if (!session_known) {
+        if (cached_stmt(db, &cache[0],
+                        "INSERT INTO sessions (name, created_at) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO NOTHING") != SQLITE_OK)
+            goto fail;
+        c = cache[0];
+        sqlite3_bind_text(c, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
+        sqlite3_bind_text(c, 2, started, -1, SQLITE_STATIC);
+        if (sqlite3_step(c) != SQLITE_DONE)
+            goto fail;
+        sqlite3_reset(c);
+    }
 
     if (cached_stmt(db, &cache[1], sql) != SQLITE_OK)
         goto fail;
@@ -707,7 +729,7 @@ out:
 int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
 {
     sqlite3_stmt *cache[STORE_NCACHE] = {NULL};
-    int rc = insert_exchange(db, cache, ex, err);
+    int rc = insert_exchange(db, cache, ex, 0, err);
     for (int i = 0; i < STORE_NCACHE; i++)
         sqlite3_finalize(cache[i]);
     return rc;
@@ -715,7 +737,7 @@ int store_insert_exchange(sqlite3 *db, struct exchange *ex, char *err)
 
 int store_put_exchange(struct store *st, struct exchange *ex, char *err)
 {
-    return insert_exchange(st->db, st->dbcache, ex, err);
+    return insert_exchange(st->db, st->dbcache, ex, 0, err);
 }
 
 static char *column_dup(sqlite3_stmt *s, int i)
@@ -944,6 +966,41 @@ static void notify_all(struct write_item *list)
     }
 }
 
+/* Run the writer's statement wtx[which], preparing it the first time. Returns an SQLite
+ * result code (SQLITE_OK for a statement done); for WTX_VERSION, *value gets the row. */
+static int writer_run(struct store *st, int which, int64_t *value)
+{
+    sqlite3_stmt **s = &st->wtx[which];
+    if (!*s) {
+        int rc =
+            sqlite3_prepare_v3(st->wdb, wtx_sql[which], -1, SQLITE_PREPARE_PERSISTENT, s, NULL);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_ROW && value)
+        *value = sqlite3_column_int64(*s, 0);
+    sqlite3_reset(*s);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/* sqlite3_wal_hook: after each of the writer's commits (instead of SQLite's checkpoint). */
+static int writer_wal_hook(void *cls, sqlite3 *db, const char *name, int frames)
+{
+    struct store *st = cls;
+    (void)db;
+    (void)name;
+    st->wframes = frames;
+    return SQLITE_OK;
+}
+
+/* Forget the session row the writer knew of. */
+static void writer_forget_session(struct store *st)
+{
+    free(st->wsession);
+    st->wsession = NULL;
+}
+
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
@@ -982,9 +1039,9 @@ static void *writer_main(void *arg)
         /* Held batches are retried, so the wait for a lock is short; the last try at stop
          * waits longer. */
         sqlite3_busy_timeout(st->wdb, stopping ? 5000 : STORE_WRITER_BUSY_MS);
-        int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
-        int busy = !ok && ((sqlite3_errcode(st->wdb) & 0xff) == SQLITE_BUSY ||
-                           (sqlite3_errcode(st->wdb) & 0xff) == SQLITE_LOCKED);
+        int brc = writer_run(st, WTX_BEGIN, NULL);
+        int ok = brc == SQLITE_OK;
+        int busy = (brc & 0xff) == SQLITE_BUSY || (brc & 0xff) == SQLITE_LOCKED;
         if (busy && !stopping) {
             struct write_item *notified = NULL;
             hold_batch(st, batch, nbatch, &notified);
@@ -1009,17 +1066,28 @@ static void *writer_main(void *arg)
                     "exchange(s) not stored (still forwarding)",
                     st->path, sqlite3_errmsg(st->wdb), why, nbatch);
         }
-        int aborted = 0; /* SQLite rolled the whole transaction back on its own */
+        /* Another connection wrote since the last batch (it may have deleted the session
+         * the writer knows of): check every session again. */
+        int64_t version = 0;
+        if (ok && (writer_run(st, WTX_VERSION, &version) != SQLITE_OK || version != st->wversion))
+            writer_forget_session(st);
+        st->wversion = version;
+        const char *ensured = NULL; /* the session of the last exchange inserted */
+        int aborted = 0;            /* SQLite rolled the whole transaction back on its own */
         for (struct write_item *it = batch; it; it = it->next) {
             it->rc = -1;
             if (!ok || aborted)
                 continue;
+            const char *session = it->ex->session ? it->ex->session : "default";
+            int known = (ensured && strcmp(ensured, session) == 0) ||
+                        (st->wsession && strcmp(st->wsession, session) == 0);
             /* A savepoint per exchange: one bad row does not lose the rest of the batch. */
-            sqlite3_exec(st->wdb, "SAVEPOINT one", NULL, NULL, NULL);
-            if (insert_exchange(st->wdb, st->wcache, it->ex, err) == 0) {
+            writer_run(st, WTX_SAVEPOINT, NULL);
+            if (insert_exchange(st->wdb, st->wcache, it->ex, known, err) == 0) {
                 it->rc = 0;
                 it->id = it->ex->id;
-                sqlite3_exec(st->wdb, "RELEASE one", NULL, NULL, NULL);
+                ensured = session;
+                writer_run(st, WTX_RELEASE, NULL);
             } else {
                 failure_hint(st->wdb, why, sizeof why);
                 log_msg(LOG_ERROR, "database %s: %s%s", st->path, err, why);
@@ -1031,6 +1099,7 @@ static void *writer_main(void *arg)
                     sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
             }
         }
+        int committed = 0;
         if (ok && aborted) {
             log_msg(LOG_ERROR,
                     "database %s: the transaction was rolled back: %zu exchange(s) "
@@ -1038,9 +1107,7 @@ static void *writer_main(void *arg)
                     st->path, nbatch);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
-        } else if (ok && sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
-            atomic_fetch_add(&st->commits, 1); /* readers take a new snapshot */
-        } else if (ok) {
+        } else if (ok && writer_run(st, WTX_COMMIT, NULL) != SQLITE_OK) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR,
                     "database %s: commit failed: %s%s; %zu exchange(s) not stored "
@@ -1049,6 +1116,16 @@ static void *writer_main(void *arg)
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
+        } else if (ok) {
+            committed = 1;
+            atomic_fetch_add(&st->commits, 1); /* readers take a new snapshot */
+        }
+        /* The session row is known to be there only once committed. */
+        if (committed && ensured && !(st->wsession && strcmp(st->wsession, ensured) == 0)) {
+            writer_forget_session(st);
+            st->wsession = strdup(ensured);
+        } else if (!committed) {
+            writer_forget_session(st);
         }
 
         /* Asynchronous submitters first, outside the mutex: their callbacks resume
@@ -1084,6 +1161,13 @@ static void *writer_main(void *arg)
             it = next;
         }
         pthread_cond_broadcast(&st->cond_done);
+        if (st->wframes >= STORE_CHECKPOINT_FRAMES) {
+            /* Passive: readers are never waited for (the next round tries again). */
+            st->wframes = 0;
+            pthread_mutex_unlock(&st->mu);
+            sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            pthread_mutex_lock(&st->mu);
+        }
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -1093,10 +1177,13 @@ int store_writer_start(struct store *st, char *err)
 {
     if (open_connection(st, &st->wdb, err) < 0)
         return -1;
+    sqlite3_wal_hook(st->wdb, writer_wal_hook, st); /* replaces SQLite's auto-checkpoint */
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
         for (int i = 0; i < STORE_NCACHE; i++)
             sqlite3_finalize(st->wcache[i]);
+        for (int i = 0; i < WTX_N; i++)
+            sqlite3_finalize(st->wtx[i]);
         sqlite3_close(st->wdb);
         st->wdb = NULL;
         return -1;
@@ -1189,6 +1276,9 @@ void store_close(struct store *st)
         sqlite3_finalize(st->wcache[i]);
         sqlite3_finalize(st->dbcache[i]);
     }
+    for (int i = 0; i < WTX_N; i++)
+        sqlite3_finalize(st->wtx[i]);
+    writer_forget_session(st);
     sqlite3_close(st->wdb);
     for (size_t i = 0; i < st->nreaders; i++) {
         sqlite3_finalize(st->readers[i].body);

@@ -98,10 +98,10 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *cls, void *soc
     } else {
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) < 0 && errno == EEXIST)
             epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
-        curl_multi_assign(l->multi, s, l); /* any non-NULL: "registered" */
-        /* Nagle off (libcurl's default since 7.50, said again here). */
-        int on = 1;
-        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        /* Any non-NULL: "registered". (A kept-alive connection is registered again for
+         * each transfer: Nagle is off by the jobs' CURLOPT_TCP_NODELAY, once per
+         * connection, not by a setsockopt here each time.) */
+        curl_multi_assign(l->multi, s, l);
     }
     return 0;
 }

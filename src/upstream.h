@@ -7,9 +7,9 @@
  * starts transfers always uses the same loop, so a server worker's transfers share one
  * connection cache.
  *
- * Sockets: TCP_NODELAY (libcurl's default, set again), and TCP_QUICKACK re-armed after
- * every read, so an upstream that writes a response's head and body in two writes with
- * Nagle on is not held up by a delayed ACK on a reused connection.
+ * Sockets: TCP_NODELAY (the caller's CURLOPT_TCP_NODELAY, libcurl's default), and
+ * TCP_QUICKACK re-armed after every read, so an upstream that writes a response's head and
+ * body in two writes with Nagle on is not held up by a delayed ACK on a reused connection.
  *
  * Needs: curl_global_init() before upstream_new().
  *

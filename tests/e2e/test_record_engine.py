@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import threading
@@ -208,6 +209,36 @@ def test_sse_event_reaches_the_client_while_the_upstream_pauses(tmp_path):
         db, "SELECT complete, (SELECT count(*) FROM chunks WHERE exchange_id = e.id) "
             "FROM exchanges e WHERE path = '/through'")
     assert complete == 1 and n_chunks >= 2, (complete, n_chunks)
+
+
+# --- the writer ------------------------------------------------------------------------------
+
+
+def test_session_row_deleted_by_another_connection_is_made_again(tmp_path):
+    """The writer skips the session upsert while it knows the row is there; another
+    connection deleting the row (here sqlite3, between two exchanges) makes it check again,
+    so every exchange's session row exists."""
+    db = tmp_path / "rec.db"
+    with KeepAliveUpstream(json_handler) as up:
+        with ApisimProcess(["record", "--upstream", up.url, "--db", db,
+                            "--session", "s1"]) as rec:
+            for i in range(3):
+                assert curl(f"{rec.url}/one/{i}").body == JSON
+            assert rows(db, "SELECT name FROM sessions") == [("s1",)]
+            con = sqlite3.connect(str(db), timeout=5)
+            try:
+                with con:
+                    con.execute("DELETE FROM sessions WHERE name = 's1'")
+            finally:
+                con.close()
+            assert rows(db, "SELECT count(*) FROM sessions") == [(0,)]
+            for i in range(3):
+                assert curl(f"{rec.url}/two/{i}").body == JSON
+            assert rec.stop().rc == 0
+    assert rows(db, "SELECT name FROM sessions") == [("s1",)]
+    assert rows(db, "SELECT count(*) FROM exchanges WHERE session NOT IN "
+                    "(SELECT name FROM sessions)") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM exchanges") == [(6,)]
 
 
 # --- kept-alive upstream connections ---------------------------------------------------------
