@@ -1192,26 +1192,41 @@ int store_writer_start(struct store *st, char *err)
     return 0;
 }
 
-int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out)
+/* A write item for ex, its index key computed: here it is paid by the submitting thread,
+ * in parallel, not by the one writer (which computes it when this ran out of memory).
+ * NULL when out of memory (ex freed and counted as a failure). */
+static struct write_item *item_new(struct store *st, struct exchange *ex)
 {
-    /* The index key costs a parse of the body: here it is paid by the submitting thread,
-     * in parallel, not by the one writer (which computes it when this ran out of memory). */
     compute_index(ex);
     struct write_item *it = calloc(1, sizeof *it);
     if (!it) {
         exchange_free(ex);
         atomic_fetch_add(&st->failures, 1);
-        return -1;
+        return NULL;
     }
     it->ex = ex;
-    it->wait = wait;
-    pthread_mutex_lock(&st->mu);
+    return it;
+}
+
+/* Queue it for the writer and wake it. Called with st->mu held. */
+static void item_push(struct store *st, struct write_item *it)
+{
     if (st->tail)
         st->tail->next = it;
     else
         st->head = it;
     st->tail = it;
     pthread_cond_signal(&st->cond_work);
+}
+
+int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_out)
+{
+    struct write_item *it = item_new(st, ex);
+    if (!it)
+        return -1;
+    it->wait = wait;
+    pthread_mutex_lock(&st->mu);
+    item_push(st, it);
     if (!wait) {
         pthread_mutex_unlock(&st->mu);
         return 0;
@@ -1229,23 +1244,13 @@ int store_submit(struct store *st, struct exchange *ex, int wait, int64_t *id_ou
 int store_submit_notify(struct store *st, struct exchange *ex,
                         void (*notify)(void *cls, int rc, int64_t id), void *cls)
 {
-    compute_index(ex); /* as store_submit() does: on the submitting thread */
-    struct write_item *it = calloc(1, sizeof *it);
-    if (!it) {
-        exchange_free(ex);
-        atomic_fetch_add(&st->failures, 1);
+    struct write_item *it = item_new(st, ex);
+    if (!it)
         return -1;
-    }
-    it->ex = ex;
     it->notify = notify;
     it->notify_cls = cls;
     pthread_mutex_lock(&st->mu);
-    if (st->tail)
-        st->tail->next = it;
-    else
-        st->head = it;
-    st->tail = it;
-    pthread_cond_signal(&st->cond_work);
+    item_push(st, it);
     pthread_mutex_unlock(&st->mu);
     return 0;
 }
