@@ -197,13 +197,18 @@ def test_sse_event_reaches_the_client_while_the_upstream_pauses(tmp_path):
     with KeepAliveUpstream(sse, nodelay=True) as up:
         direct, _ = first_event_delay(up.port, "/direct")
         with ApisimProcess(["record", "--upstream", up.url, "--db", db]) as rec:
-            through, body = first_event_delay(rec.port, "/through")
+            # The faster of two streams: a load spike on a shared 2-core machine may delay
+            # one of them.
+            tries = [first_event_delay(rec.port, p) for p in ("/through", "/again")]
             assert rec.stop().rc == 0
-    assert body.count(b"event: tick") == 3, body
-    # Held until the next event (the old engine) would be >= 1 s; the contract says a few
-    # ms. 150 ms leaves room for a loaded 2-core machine.
-    assert through - direct < 0.15, (
-        f"first event: {direct * 1000:.1f} ms direct, {through * 1000:.1f} ms through record "
+    through = min(t for t, _ in tries)
+    for _, body in tries:
+        assert body.count(b"event: tick") == 3, body
+    # Held until the next event (the old engine) would be >= 1 s; the issue asks for less
+    # than 60 ms more than the direct arrival.
+    assert through - direct < 0.06, (
+        f"first event: {direct * 1000:.1f} ms direct, "
+        f"{', '.join(f'{t * 1000:.1f}' for t, _ in tries)} ms through record "
         "(the upstream paused 1 s after it)")
     (complete, n_chunks), = rows(
         db, "SELECT complete, (SELECT count(*) FROM chunks WHERE exchange_id = e.id) "
