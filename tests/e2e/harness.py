@@ -206,6 +206,15 @@ class ApisimProcess:
         self.kill()
 
 
+def rss_kib(pid):
+    """The resident set size of process pid, in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 def timed_get(base_url, path, timeout=15):
     """GET on a fresh connection: (status, body, seconds from sending to the whole body)."""
     u = urlsplit(base_url)

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import ApisimProcess, apisim_bin, curl, query_db, run_apisim
+from harness import ApisimProcess, apisim_bin, curl, query_db, rss_kib, run_apisim
 from upstream import Upstream
 
 SMALL = 2000
@@ -101,14 +101,6 @@ def start_ms(db, *args):
         p.stop()
         best = took if best is None else min(best, took)
     return best
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_large_recording_starts_like_a_small_one_and_answers_at_random(recs):

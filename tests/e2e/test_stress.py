@@ -25,7 +25,7 @@ from collections import Counter
 
 import pytest
 
-from harness import ApisimProcess, child_env, curl, query_db
+from harness import ApisimProcess, child_env, curl, query_db, rss_kib
 
 SECONDS = float(os.environ.get("APISIM_STRESS_SECONDS", "3"))
 REPLAY_TOTAL = 100_000 if SECONDS >= 30 else max(5000, int(100_000 * SECONDS / 30))
@@ -45,14 +45,6 @@ def upstream_proc():
     finally:
         p.terminate()
         p.wait(10)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 class Clients:
