@@ -124,8 +124,20 @@ static int configure_connection(sqlite3 *db, int is_file, char *err, const char 
     /* WAL lets replay readers and the recorder's writer work side by side, and a killed
      * process leaves a valid database. NORMAL sync is durable across process crashes. */
     char *msg = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
-        SQLITE_OK) {
+    /* Turning a new file to WAL takes an exclusive lock, and two processes doing it at once
+     * can get SQLITE_BUSY at once (SQLite calls no busy handler where waiting could
+     * deadlock): the one that lost tries again, within the busy timeout's 5 s. */
+    int rc;
+    int64_t deadline = now_mono_us() + 5000000;
+    while ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                              &msg)) == SQLITE_BUSY &&
+           now_mono_us() < deadline) {
+        sqlite3_free(msg);
+        msg = NULL;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc != SQLITE_OK) {
         snprintf(err, APISIM_ERR_LEN, "database %s: %s", path, msg ? msg : "cannot configure");
         sqlite3_free(msg);
         return -1;
