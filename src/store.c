@@ -21,11 +21,17 @@
 /* How long the writer waits for a lock before holding a batch (and between retries). */
 #define STORE_WRITER_BUSY_MS 200
 #define STORE_RETRY_MS 500
-/* The writer checkpoints the WAL itself, once this many frames are in it and after it has
- * answered the batch that put them there (SQLite's own checkpoint, every 1000 frames, ran
- * inside a commit: a response waited for it). Fewer checkpoints also copy a page rewritten
- * by many exchanges fewer times. */
+/* Checkpoints (SQLite's own, every 1000 frames, ran inside a commit: a response waited for
+ * it). Once the WAL holds STORE_CHECKPOINT_FRAMES frames, the checkpointer thread copies
+ * it back into the database, and again every STORE_CHECKPOINT_STEP frames, on its own
+ * connection: the writer goes on committing meanwhile. The WAL starts again from its
+ * beginning only at a commit that finds all of it copied, which never happens while the
+ * writer keeps committing; so past STORE_WAL_RESTART_FRAMES the writer copies what is left
+ * itself, after answering its batch (the pause is that remainder and one fsync, once per
+ * that many frames, instead of the whole WAL every STORE_CHECKPOINT_FRAMES). */
 #define STORE_CHECKPOINT_FRAMES 4000
+#define STORE_CHECKPOINT_STEP 1000
+#define STORE_WAL_RESTART_FRAMES 8000
 
 /* The writer's transaction statements (struct store's wtx). */
 enum { WTX_BEGIN, WTX_COMMIT, WTX_SAVEPOINT, WTX_RELEASE, WTX_VERSION, WTX_N };
@@ -97,7 +103,14 @@ struct store {
      * connection has written (PRAGMA data_version unchanged since wversion). */
     char *wsession;
     int64_t wversion;
-    int wframes; /* frames in the WAL after the writer's last commit */
+    int wframes;   /* frames in the WAL after the writer's last commit */
+    int ckpt_next; /* the checkpointer is asked to run when wframes reaches it */
+    /* The checkpointer: its own thread and connection, so that copying the WAL into the
+     * database (and its fsync) never holds up the writer's next commit. */
+    pthread_t ckpt;
+    int ckpt_running, ckpt_wanted, ckpt_stop; /* under mu */
+    pthread_cond_t cond_ckpt;
+    sqlite3 *cdb;
     atomic_uint_least64_t failures;
     atomic_uint_least64_t commits; /* transactions the writer committed */
 
@@ -313,6 +326,7 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cond_work, NULL);
     pthread_cond_init(&st->cond_done, NULL);
+    pthread_cond_init(&st->cond_ckpt, NULL);
     pthread_key_create(&st->reader_key, NULL);
     st->path = strdup(path);
     int is_dump = ends_with(path, ".sql");
@@ -1013,12 +1027,50 @@ static void writer_forget_session(struct store *st)
     st->wsession = NULL;
 }
 
+/* Insert every exchange of batch in the writer's open transaction, setting each item's rc
+ * and id; *ensured is the session of the last exchange inserted. Without care, the first
+ * failure stops the batch: returns 1, nothing logged, and the caller rolls back and tries
+ * again with care. With care, each exchange has its own savepoint, so one bad row does not
+ * lose the others (a savepoint costs a copy of every page the exchange changes, so it is
+ * paid only after a failure). Returns 0, or -1 when SQLite rolled the whole transaction
+ * back on its own (SQLITE_FULL, an I/O error). */
+static int writer_insert(struct store *st, struct write_item *batch, int careful,
+                         const char **ensured)
+{
+    char err[APISIM_ERR_LEN], why[APISIM_ERR_LEN];
+    for (struct write_item *it = batch; it; it = it->next) {
+        it->rc = -1;
+        it->ex->id = it->id; /* as it came (0: SQLite's choice), for a second try too */
+        const char *session = it->ex->session ? it->ex->session : "default";
+        int known = (*ensured && strcmp(*ensured, session) == 0) ||
+                    (st->wsession && strcmp(st->wsession, session) == 0);
+        if (careful)
+            writer_run(st, WTX_SAVEPOINT, NULL);
+        if (insert_exchange(st->wdb, st->wcache, it->ex, known, err) == 0) {
+            it->rc = 0;
+            *ensured = session;
+            if (careful)
+                writer_run(st, WTX_RELEASE, NULL);
+            continue;
+        }
+        if (!careful)
+            return 1;
+        failure_hint(st->wdb, why, sizeof why);
+        log_msg(LOG_ERROR, "database %s: %s%s", st->path, err, why);
+        /* SQLITE_FULL or an I/O error may end the transaction itself: then nothing of the
+         * batch is stored, whatever the rows before said. */
+        if (sqlite3_get_autocommit(st->wdb))
+            return -1;
+        sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
+    }
+    return 0;
+}
+
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
-    char err[APISIM_ERR_LEN];
     pthread_mutex_lock(&st->mu);
     for (;;) {
         while (!st->head && !st->held && !st->writer_stop)
@@ -1088,29 +1140,29 @@ static void *writer_main(void *arg)
         int aborted = 0;            /* SQLite rolled the whole transaction back on its own */
         for (struct write_item *it = batch; it; it = it->next) {
             it->rc = -1;
-            if (!ok || aborted)
-                continue;
-            const char *session = it->ex->session ? it->ex->session : "default";
-            int known = (ensured && strcmp(ensured, session) == 0) ||
-                        (st->wsession && strcmp(st->wsession, session) == 0);
-            /* A savepoint per exchange: one bad row does not lose the rest of the batch. */
-            writer_run(st, WTX_SAVEPOINT, NULL);
-            if (insert_exchange(st->wdb, st->wcache, it->ex, known, err) == 0) {
-                it->rc = 0;
-                it->id = it->ex->id;
-                ensured = session;
-                writer_run(st, WTX_RELEASE, NULL);
-            } else {
+            it->id = it->ex->id;
+        }
+        if (ok && writer_insert(st, batch, 0, &ensured) > 0) {
+            /* One exchange failed: the batch is done again with a savepoint each, so that
+             * only the bad one is lost. */
+            sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+            ensured = NULL;
+            brc = writer_run(st, WTX_BEGIN, NULL);
+            ok = brc == SQLITE_OK;
+            if (!ok) {
                 failure_hint(st->wdb, why, sizeof why);
-                log_msg(LOG_ERROR, "database %s: %s%s", st->path, err, why);
-                /* SQLITE_FULL or an I/O error may end the transaction itself: then
-                 * nothing of the batch is stored, whatever the rows before said. */
-                if (sqlite3_get_autocommit(st->wdb))
-                    aborted = 1;
-                else
-                    sqlite3_exec(st->wdb, "ROLLBACK TO one; RELEASE one", NULL, NULL, NULL);
+                log_msg(LOG_ERROR,
+                        "database %s: cannot begin a transaction: %s%s; %zu "
+                        "exchange(s) not stored (still forwarding)",
+                        st->path, sqlite3_errmsg(st->wdb), why, nbatch);
+                for (struct write_item *it = batch; it; it = it->next)
+                    it->rc = -1;
+            } else {
+                aborted = writer_insert(st, batch, 1, &ensured) < 0;
             }
         }
+        for (struct write_item *it = batch; it; it = it->next)
+            it->id = it->rc == 0 ? it->ex->id : 0;
         int committed = 0;
         if (ok && aborted) {
             log_msg(LOG_ERROR,
@@ -1173,16 +1225,84 @@ static void *writer_main(void *arg)
             it = next;
         }
         pthread_cond_broadcast(&st->cond_done);
-        if (st->wframes >= STORE_CHECKPOINT_FRAMES) {
-            /* Passive: readers are never waited for (the next round tries again). */
-            st->wframes = 0;
+        if (st->wframes < st->ckpt_next - STORE_CHECKPOINT_STEP) /* the WAL started again */
+            st->ckpt_next = STORE_CHECKPOINT_FRAMES;
+        if (st->wframes >= STORE_WAL_RESTART_FRAMES ||
+            (!st->ckpt_running && st->wframes >= STORE_CHECKPOINT_FRAMES)) {
+            /* Passive: readers are never waited for, nor is a checkpointer run under way
+             * (the next round tries again). */
             pthread_mutex_unlock(&st->mu);
             sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
             pthread_mutex_lock(&st->mu);
+        } else if (st->wframes >= st->ckpt_next) {
+            st->ckpt_next = st->wframes + STORE_CHECKPOINT_STEP;
+            st->ckpt_wanted = 1;
+            pthread_cond_signal(&st->cond_ckpt);
         }
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
+}
+
+/* The checkpointer: a passive checkpoint whenever the writer asks for one. Passive: neither
+ * readers nor the writer are waited for (what they hold is copied next time). */
+static void *ckpt_main(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->ckpt_wanted && !st->ckpt_stop)
+            pthread_cond_wait(&st->cond_ckpt, &st->mu);
+        if (st->ckpt_stop)
+            break;
+        st->ckpt_wanted = 0;
+        pthread_mutex_unlock(&st->mu);
+        sqlite3_wal_checkpoint_v2(st->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* Start the checkpointer for a file (a dump in memory has no WAL). Without it, SQLite's
+ * own checkpoints would not run either: the WAL only grows, which is logged. */
+static void ckpt_start(struct store *st)
+{
+    char err[APISIM_ERR_LEN];
+    if (st->is_dump)
+        return;
+    if (open_connection_raw(st, &st->cdb, err) < 0) {
+        log_msg(LOG_WARN, "database %s: no checkpointer (%s): the -wal file grows until exit",
+                st->path, err);
+        return;
+    }
+    sqlite3_wal_autocheckpoint(st->cdb, 0);
+    /* A connection knows the file is in WAL mode (and can checkpoint it) once it has read. */
+    sqlite3_exec(st->cdb, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+    if (pthread_create(&st->ckpt, NULL, ckpt_main, st) != 0) {
+        log_msg(LOG_WARN,
+                "database %s: cannot start the checkpointer thread: the -wal file "
+                "grows until exit",
+                st->path);
+        sqlite3_close(st->cdb);
+        st->cdb = NULL;
+        return;
+    }
+    st->ckpt_running = 1;
+}
+
+static void ckpt_stop(struct store *st)
+{
+    if (!st->ckpt_running)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->ckpt_stop = 1;
+    pthread_cond_signal(&st->cond_ckpt);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->ckpt, NULL);
+    st->ckpt_running = 0;
+    sqlite3_close(st->cdb);
+    st->cdb = NULL;
 }
 
 int store_writer_start(struct store *st, char *err)
@@ -1190,6 +1310,7 @@ int store_writer_start(struct store *st, char *err)
     if (open_connection(st, &st->wdb, err) < 0)
         return -1;
     sqlite3_wal_hook(st->wdb, writer_wal_hook, st); /* replaces SQLite's auto-checkpoint */
+    st->ckpt_next = STORE_CHECKPOINT_FRAMES;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");
         for (int i = 0; i < STORE_NCACHE; i++)
@@ -1201,6 +1322,7 @@ int store_writer_start(struct store *st, char *err)
         return -1;
     }
     st->writer_running = 1;
+    ckpt_start(st);
     return 0;
 }
 
@@ -1272,6 +1394,14 @@ uint64_t store_write_failures(struct store *st)
     return atomic_load(&st->failures);
 }
 
+size_t store_held(struct store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    size_t n = st->nheld;
+    pthread_mutex_unlock(&st->mu);
+    return n;
+}
+
 void store_writer_stop(struct store *st)
 {
     if (!st || !st->writer_running)
@@ -1282,6 +1412,7 @@ void store_writer_stop(struct store *st)
     pthread_mutex_unlock(&st->mu);
     pthread_join(st->writer, NULL);
     st->writer_running = 0;
+    ckpt_stop(st);
 }
 
 void store_close(struct store *st)
@@ -1312,6 +1443,7 @@ void store_close(struct store *st)
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cond_work);
     pthread_cond_destroy(&st->cond_done);
+    pthread_cond_destroy(&st->cond_ckpt);
     free(st->path);
     free(st->uri);
     free(st);

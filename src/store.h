@@ -167,4 +167,8 @@ void store_writer_stop(struct store *st);
 /* Number of exchanges the writer failed to store since start. */
 uint64_t store_write_failures(struct store *st);
 
+/* Number of exchanges held in memory now, waiting for another process to release the
+ * database (0 while the writer is trying them again). */
+size_t store_held(struct store *st);
+
 #endif
