@@ -19,8 +19,9 @@
 #   BENCH_CONNECTIONS=32     connections of the loaded runs (wrk -t2)
 #   BENCH_TTFB_SAMPLES=200   sequential requests for the time-to-first-byte medians
 #   BENCH_SCALE_SIZES="2000 100000 1000000"   exchanges in the scale recordings
-#   BENCH_BIG_EXCHANGES=1024 BENCH_BIG_BODY_KIB=1024   the 1 GiB recording
-#   BENCH_ONLY=all|floor     floor: measure the floor alone (no apisim needed)
+#   BENCH_BIG_EXCHANGES=1024 BENCH_BIG_BODY_KIB=1024   the 1 GiB recording (0: none)
+#   BENCH_ONLY=all|floor|scale   floor: measure the floor alone (no apisim needed); scale: the
+#                            floor, replay of the one-exchange recording and the scale part
 #   BENCH_PIN=same          1-connection runs: same = server and wrk pinned to one core (steady
 #                            figures), cross = on different cores, none = where the scheduler puts them
 #   BENCH_SKIP_SCALE=0       1: skip the scale recordings
@@ -312,6 +313,7 @@ stop_server "$SRV_PID"
 FLOOR_PORT=${FLOOR_URL##*:}
 NGINX_URL=""
 NGINX_BIN=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+[ "$ONLY" != scale ] || NGINX_BIN="" # no nginx row: it compares record
 if [ -n "$NGINX_BIN" ]; then
     NGINX_PORT=$(free_port)
     mkdir -p "$T/nginx"
@@ -358,38 +360,40 @@ NGINX
     measure nginx "$NGINX_PID" "$NGINX_URL/bench"
     FLOOR_CPU_DURING_NGINX=$(($(cpu_ticks "$FLOOR_PID") - c0))
     stop_server "$NGINX_PID"
-else
+elif [ "$ONLY" != scale ]; then
     note "nginx is not installed (apt-get install nginx-light): no nginx row"
 fi
 
 # (d) record in front of the floor: time to first byte, then load.
-start_server record "$APISIM" record --upstream "$FLOOR_URL" --db "$T/record.db" \
-    --listen 127.0.0.1:0
-REC_PID=$SRV_PID REC_URL=$SRV_URL
-note "time to first byte: $TTFB_N sequential requests each, direct and through record"
-: >"$T/ttfb-direct" && : >"$T/ttfb-record"
-for ((i = 0; i < TTFB_N; i++)); do # interleaved, so both see the same background load
-    curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$FLOOR_URL/bench" >>"$T/ttfb-direct"
-    curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$REC_URL/bench" >>"$T/ttfb-record"
-done
-ka_args() { for ((i = 0; i < TTFB_N; i++)); do printf '%s\n' -o /dev/null "$1"; done; }
-mapfile -t args < <(ka_args "$FLOOR_URL/bench")
-curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-direct-ka"
-mapfile -t args < <(ka_args "$REC_URL/bench")
-curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
-FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
-TW_BEFORE=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" | wc -l)
-measure record "$REC_PID" "$REC_URL/bench"
-FLOOR_CPU_DURING_RECORD=$(($(cpu_ticks "$FLOOR_PID") - FLOOR_CPU_BEFORE))
-REC_RPS=${R_RPS[record]}
-REC_REQ_TOTAL=$((R_ALL[record] + 2 * TTFB_N)) # wrk's runs, warm-up included, and the curls
-# Upstream connections record holds open, and sockets to or from the floor left in
-# TIME_WAIT by its runs (a connection per request would leave thousands).
-REC_UPSTREAM_CONNS=$(ss -Htan state established "( dport = :$FLOOR_PORT )" | wc -l)
-REC_TIME_WAIT=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" |
-    wc -l)
-stop_server "$REC_PID"
-REC_ROWS=$(sqlite3 "$T/record.db" 'SELECT count(*) FROM exchanges')
+if [ "$ONLY" != scale ]; then
+    start_server record "$APISIM" record --upstream "$FLOOR_URL" --db "$T/record.db" \
+        --listen 127.0.0.1:0
+    REC_PID=$SRV_PID REC_URL=$SRV_URL
+    note "time to first byte: $TTFB_N sequential requests each, direct and through record"
+    : >"$T/ttfb-direct" && : >"$T/ttfb-record"
+    for ((i = 0; i < TTFB_N; i++)); do # interleaved, so both see the same background load
+        curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$FLOOR_URL/bench" >>"$T/ttfb-direct"
+        curl -sf -o /dev/null -w '%{time_starttransfer}\n' "$REC_URL/bench" >>"$T/ttfb-record"
+    done
+    ka_args() { for ((i = 0; i < TTFB_N; i++)); do printf '%s\n' -o /dev/null "$1"; done; }
+    mapfile -t args < <(ka_args "$FLOOR_URL/bench")
+    curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-direct-ka"
+    mapfile -t args < <(ka_args "$REC_URL/bench")
+    curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
+    FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
+    TW_BEFORE=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" | wc -l)
+    measure record "$REC_PID" "$REC_URL/bench"
+    FLOOR_CPU_DURING_RECORD=$(($(cpu_ticks "$FLOOR_PID") - FLOOR_CPU_BEFORE))
+    REC_RPS=${R_RPS[record]}
+    REC_REQ_TOTAL=$((R_ALL[record] + 2 * TTFB_N)) # wrk's runs, warm-up included, and the curls
+    # Upstream connections record holds open, and sockets to or from the floor left in
+    # TIME_WAIT by its runs (a connection per request would leave thousands).
+    REC_UPSTREAM_CONNS=$(ss -Htan state established "( dport = :$FLOOR_PORT )" | wc -l)
+    REC_TIME_WAIT=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" |
+        wc -l)
+    stop_server "$REC_PID"
+    REC_ROWS=$(sqlite3 "$T/record.db" 'SELECT count(*) FROM exchanges')
+fi
 
 # (b) replay of the one-exchange recording, then the latency model's overhead.
 start_server replay "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0
@@ -401,28 +405,30 @@ measure replay "$SRV_PID" "$SRV_URL/bench"
 REPLAY_RSS_END=$(status_kib "$SRV_PID" VmRSS)
 stop_server "$SRV_PID"
 
-start_server replay-fixed0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
-    --latency fixed:0ms
-measure "replay fixed:0ms" "$SRV_PID" "$SRV_URL/bench"
-stop_server "$SRV_PID"
+if [ "$ONLY" != scale ]; then
+    start_server replay-fixed0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
+        --latency fixed:0ms
+    measure "replay fixed:0ms" "$SRV_PID" "$SRV_URL/bench"
+    stop_server "$SRV_PID"
 
-# Replay faults configured but drawing none (0 %): the cost of the per-request draw.
-start_server replay-faults0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
-    --faults status:503:0%
-measure "replay faults:0%" "$SRV_PID" "$SRV_URL/bench"
-stop_server "$SRV_PID"
+    # Replay faults configured but drawing none (0 %): the cost of the per-request draw.
+    start_server replay-faults0 "$APISIM" replay --db "$T/small.db" --listen 127.0.0.1:0 \
+        --faults status:503:0%
+    measure "replay faults:0%" "$SRV_PID" "$SRV_URL/bench"
+    stop_server "$SRV_PID"
 
-# (c) mock with a stub registered through the control API.
-start_server mock "$APISIM" mock --listen 127.0.0.1:0
-MOCK_PID=$SRV_PID MOCK_URL=$SRV_URL
-printf '{"method":"GET","path":"/bench","status":200,"headers":[["Content-Type","application/json"]],"body":"%s"}' \
-    "$(sed 's/\\/\\\\/g; s/"/\\"/g' "$T/body.json")" >"$T/stub.json"
-curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$T/stub.json" \
-    "$MOCK_URL/__apisim/stubs" >/dev/null || die "mock refused the stub"
-curl -sf "$MOCK_URL/bench" -o "$T/via-mock.json" || die "mock does not answer /bench"
-cmp -s "$T/body.json" "$T/via-mock.json" || die "mock answered another body"
-measure mock "$MOCK_PID" "$MOCK_URL/bench"
-stop_server "$MOCK_PID"
+    # (c) mock with a stub registered through the control API.
+    start_server mock "$APISIM" mock --listen 127.0.0.1:0
+    MOCK_PID=$SRV_PID MOCK_URL=$SRV_URL
+    printf '{"method":"GET","path":"/bench","status":200,"headers":[["Content-Type","application/json"]],"body":"%s"}' \
+        "$(sed 's/\\/\\\\/g; s/"/\\"/g' "$T/body.json")" >"$T/stub.json"
+    curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$T/stub.json" \
+        "$MOCK_URL/__apisim/stubs" >/dev/null || die "mock refused the stub"
+    curl -sf "$MOCK_URL/bench" -o "$T/via-mock.json" || die "mock does not answer /bench"
+    cmp -s "$T/body.json" "$T/via-mock.json" || die "mock answered another body"
+    measure mock "$MOCK_PID" "$MOCK_URL/bench"
+    stop_server "$MOCK_PID"
+fi
 
 # --- scale ------------------------------------------------------------------------------
 
@@ -501,6 +507,8 @@ if [ "$SKIP_SCALE" != 1 ]; then
         SCALE_NAMES+=("$name")
         rm -f "$T/scale-$name.db"*
     done
+fi
+if [ "$SKIP_SCALE" != 1 ] && [ "$BIG_N" -gt 0 ]; then
     note "making a recording of $BIG_N exchanges of $BIG_KIB KiB"
     sqlite3 "$T/small.db" "VACUUM INTO '$T/big.db'"
     # A JSON string of BIG_KIB KiB: '"000...0"'.
@@ -520,65 +528,67 @@ echo "== floor, replay, mock, record: 1 KiB JSON body, GET /bench =="
 print_table floor replay mock nginx record "replay fixed:0ms" "replay faults:0%"
 print_ratios floor replay mock nginx record
 
-echo
-echo "== record mode =="
-echo "added time to first byte, median of $TTFB_N (90th percentile in brackets):"
-for kind in "" -ka; do
-    d=$(median_us "$T/ttfb-direct$kind") r=$(median_us "$T/ttfb-record$kind")
-    d9=$(p90_us "$T/ttfb-direct$kind") r9=$(p90_us "$T/ttfb-record$kind")
-    label="new connection each"
-    [ -z "$kind" ] || label="one kept-alive connection"
-    printf '  %-26s direct %6s µs (%s), through record %6s µs (%s): +%s µs\n' "$label" \
-        "$d" "$d9" "$r" "$r9" $((r - d))
-done
-echo "exchanges stored: $REC_ROWS for $REC_REQ_TOTAL answered requests (wrk does not count" \
-    "the ones in flight when a run ends); stored at $REC_RPS exchanges/s at $CONNS connections"
-echo "floor CPU while serving record's load: $(awk -v t="$FLOOR_CPU_DURING_RECORD" \
-    -v hz="$CLK_TCK" -v r="${R_ALL[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
-    "(not in record's cpu/req)"
-echo "upstream connections open at the end of record's runs: $REC_UPSTREAM_CONNS;" \
-    "sockets in TIME_WAIT on the floor's port: $REC_TIME_WAIT ($TW_BEFORE before record's runs)"
-
-if [ -n "$NGINX_URL" ]; then
-    up_cpu() { awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
-    UP_NGINX=$(up_cpu "$FLOOR_CPU_DURING_NGINX" "${R_ALL[nginx]}")
-    UP_RECORD=$(up_cpu "$FLOOR_CPU_DURING_RECORD" "${R_ALL[record]}")
+if [ "$ONLY" != scale ]; then
     echo
-    echo "== record against nginx (reverse proxy, upstream keepalive 64, stores nothing) =="
-    printf '%-30s %10s %10s %8s %18s\n' "" nginx record ratio target
-    printf '%-30s %10s %10s %8s %18s\n' "req/s at $CONNS connections" "${R_RPS[nginx]}" \
-        "${R_RPS[record]}" "$(ratio "${R_RPS[record]}" "${R_RPS[nginx]}")" ">= 0.6"
-    printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at $CONNS" "${R_CPU_N[nginx]}" \
-        "${R_CPU_N[record]}" "$(ratio "${R_CPU_N[record]}" "${R_CPU_N[nginx]}")" "<= 2"
-    printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at 1" "${R_CPU_1[nginx]}" \
-        "${R_CPU_1[record]}" "$(ratio "${R_CPU_1[record]}" "${R_CPU_1[nginx]}")" "<= 2"
-    printf '%-30s %10s %10s %8s %18s\n' "upstream CPU µs/req" "$UP_NGINX" "$UP_RECORD" \
-        "$(ratio "$UP_RECORD" "${R_CPU_N[floor]}")" "<= 1.5 x direct"
-    echo "  upstream CPU direct (the floor's own cpu/req@$CONNS): ${R_CPU_N[floor]} µs;" \
-        "through a proxy: the floor's CPU over the proxy's measured runs (1 and $CONNS" \
-        "connections) per request; the ratio is record's against direct"
-    printf '  TTFB, one kept-alive connection, median: direct %s µs, nginx %s µs, record %s µs\n' \
-        "$(median_us "$T/ttfb-direct-ka")" "$(median_us "$T/ttfb-nginx-ka")" \
-        "$(median_us "$T/ttfb-record-ka")"
+    echo "== record mode =="
+    echo "added time to first byte, median of $TTFB_N (90th percentile in brackets):"
+    for kind in "" -ka; do
+        d=$(median_us "$T/ttfb-direct$kind") r=$(median_us "$T/ttfb-record$kind")
+        d9=$(p90_us "$T/ttfb-direct$kind") r9=$(p90_us "$T/ttfb-record$kind")
+        label="new connection each"
+        [ -z "$kind" ] || label="one kept-alive connection"
+        printf '  %-26s direct %6s µs (%s), through record %6s µs (%s): +%s µs\n' "$label" \
+            "$d" "$d9" "$r" "$r9" $((r - d))
+    done
+    echo "exchanges stored: $REC_ROWS for $REC_REQ_TOTAL answered requests (wrk does not count" \
+        "the ones in flight when a run ends); stored at $REC_RPS exchanges/s at $CONNS connections"
+    echo "floor CPU while serving record's load: $(awk -v t="$FLOOR_CPU_DURING_RECORD" \
+        -v hz="$CLK_TCK" -v r="${R_ALL[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
+        "(not in record's cpu/req)"
+    echo "upstream connections open at the end of record's runs: $REC_UPSTREAM_CONNS;" \
+        "sockets in TIME_WAIT on the floor's port: $REC_TIME_WAIT ($TW_BEFORE before record's runs)"
+
+    if [ -n "$NGINX_URL" ]; then
+        up_cpu() { awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
+        UP_NGINX=$(up_cpu "$FLOOR_CPU_DURING_NGINX" "${R_ALL[nginx]}")
+        UP_RECORD=$(up_cpu "$FLOOR_CPU_DURING_RECORD" "${R_ALL[record]}")
+        echo
+        echo "== record against nginx (reverse proxy, upstream keepalive 64, stores nothing) =="
+        printf '%-30s %10s %10s %8s %18s\n' "" nginx record ratio target
+        printf '%-30s %10s %10s %8s %18s\n' "req/s at $CONNS connections" "${R_RPS[nginx]}" \
+            "${R_RPS[record]}" "$(ratio "${R_RPS[record]}" "${R_RPS[nginx]}")" ">= 0.6"
+        printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at $CONNS" "${R_CPU_N[nginx]}" \
+            "${R_CPU_N[record]}" "$(ratio "${R_CPU_N[record]}" "${R_CPU_N[nginx]}")" "<= 2"
+        printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at 1" "${R_CPU_1[nginx]}" \
+            "${R_CPU_1[record]}" "$(ratio "${R_CPU_1[record]}" "${R_CPU_1[nginx]}")" "<= 2"
+        printf '%-30s %10s %10s %8s %18s\n' "upstream CPU µs/req" "$UP_NGINX" "$UP_RECORD" \
+            "$(ratio "$UP_RECORD" "${R_CPU_N[floor]}")" "<= 1.5 x direct"
+        echo "  upstream CPU direct (the floor's own cpu/req@$CONNS): ${R_CPU_N[floor]} µs;" \
+            "through a proxy: the floor's CPU over the proxy's measured runs (1 and $CONNS" \
+            "connections) per request; the ratio is record's against direct"
+        printf '  TTFB, one kept-alive connection, median: direct %s µs, nginx %s µs, record %s µs\n' \
+            "$(median_us "$T/ttfb-direct-ka")" "$(median_us "$T/ttfb-nginx-ka")" \
+            "$(median_us "$T/ttfb-record-ka")"
+    fi
+
+    echo
+    echo "== latency model overhead: --latency fixed:0ms against none =="
+    printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
+        "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}" \
+        "$(ratio "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}")" "$CONNS" \
+        "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}" \
+        "$(ratio "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}")" \
+        "${R_P50_1[replay fixed:0ms]}" "${R_P50_1[replay]}"
+
+    echo
+    echo "== fault draw overhead: --faults status:503:0% against none =="
+    printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
+        "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}" \
+        "$(ratio "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}")" "$CONNS" \
+        "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}" \
+        "$(ratio "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}")" \
+        "${R_P50_1[replay faults:0%]}" "${R_P50_1[replay]}"
 fi
-
-echo
-echo "== latency model overhead: --latency fixed:0ms against none =="
-printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
-    "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}" \
-    "$(ratio "${R_CPU_1[replay fixed:0ms]}" "${R_CPU_1[replay]}")" "$CONNS" \
-    "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}" \
-    "$(ratio "${R_CPU_N[replay fixed:0ms]}" "${R_CPU_N[replay]}")" \
-    "${R_P50_1[replay fixed:0ms]}" "${R_P50_1[replay]}"
-
-echo
-echo "== fault draw overhead: --faults status:503:0% against none =="
-printf '  cpu/req@1 %s (none %s) x%s; cpu/req@%s %s (none %s) x%s; p50@1 %s µs (none %s)\n' \
-    "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}" \
-    "$(ratio "${R_CPU_1[replay faults:0%]}" "${R_CPU_1[replay]}")" "$CONNS" \
-    "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}" \
-    "$(ratio "${R_CPU_N[replay faults:0%]}" "${R_CPU_N[replay]}")" \
-    "${R_P50_1[replay faults:0%]}" "${R_P50_1[replay]}"
 
 if [ "$SKIP_SCALE" != 1 ]; then
     echo

@@ -22,6 +22,14 @@
 /* Keys whose position in their sequence does not matter (one exchange, repeated) are
  * cached up to this many; keys with a position to remember are kept. */
 #define REPLAY_HOT_GROUPS 8192
+/* Admission to the two caches above, for a key of one exchange found in the database's
+ * index: only at its second request within a window (a bit per hash of the key, cleared
+ * every REPLAY_SEEN_BITS / 4 first sightings). A key requested once is answered from what
+ * its lookup read and freed: without this, each request for a random exchange out of many
+ * made a group and an entry, evicted the least recently used ones, and walked cold memory
+ * for both (about 5% of the CPU of such a request). A hot key is cached at its second
+ * request, as before. */
+#define REPLAY_SEEN_BITS (1u << 16)
 #define REPLAY_JOURNAL_DEFAULT 10000
 #define REPLAY_NEAREST 3
 #define REPLAY_NEAREST_SCAN 200
@@ -133,8 +141,10 @@ struct replay {
     struct entry **cbuckets;
     size_t ncbuckets, ncached, cache_bytes;
     struct entry *chead, *ctail;
-    atomic_llong nrecorded;  /* -1 until counted (the first health request) */
-    size_t persistent_stubs; /* stubs in entries[] before this index survive reset */
+    uint64_t seen[REPLAY_SEEN_BITS / 64]; /* keys seen once lately (REPLAY_SEEN_BITS) */
+    size_t nseen;                         /* first sightings since seen[] was cleared */
+    atomic_llong nrecorded;               /* -1 until counted (the first health request) */
+    size_t persistent_stubs;              /* stubs in entries[] before this index survive reset */
     int64_t next_stub_id;
     int64_t registrations;
 
@@ -452,6 +462,22 @@ static struct rgroup *rgroup_add(struct replay *rp, const struct match_ident *k,
 oom:
     free(ids);
     return NULL;
+}
+
+/* Whether key k is to be cached: 1 when it was seen lately, else 0 (and it is now).
+ * Under rp->cmu. */
+static int rgroup_admit(struct replay *rp, const struct match_ident *k)
+{
+    size_t bit = (size_t)((k->hash ^ k->check) & (REPLAY_SEEN_BITS - 1));
+    uint64_t mask = (uint64_t)1 << (bit % 64);
+    if (rp->seen[bit / 64] & mask)
+        return 1;
+    if (++rp->nseen > REPLAY_SEEN_BITS / 4) {
+        memset(rp->seen, 0, sizeof rp->seen);
+        rp->nseen = 1;
+    }
+    rp->seen[bit / 64] |= mask;
+    return 0;
 }
 
 static void rgroups_free(struct replay *rp)
@@ -1698,6 +1724,15 @@ static int recorded_next(struct replay *rp, const struct match_rules *rules, con
         pthread_mutex_lock(&rp->cmu);
         if ((g = rgroup_find(rp, &k->group)) != NULL) {
             free(ids);
+        } else if (first && n == 1 && rp->opt.sequence_end != SEQUENCE_ERROR &&
+                   !rgroup_admit(rp, &k->group)) {
+            /* One exchange, repeated whatever the position, seen for the first time lately:
+             * answered with what its lookup read, neither the group nor the entry cached. */
+            pthread_mutex_unlock(&rp->cmu);
+            free(ids);
+            store_read_end(rp->opt.store);
+            *out = first;
+            return 0;
         } else if (!(g = rgroup_add(rp, &k->group, ids, n))) {
             pthread_mutex_unlock(&rp->cmu);
             store_read_end(rp->opt.store);
