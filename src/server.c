@@ -1073,13 +1073,19 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     int tls_ok = MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES &&
                  MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) == MHD_YES &&
                  !(relay && strcmp(relay, "1") == 0);
+    /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
+     * own threads (GnuTLS), with a certificate minted for the tunnel's host. It polls with
+     * poll(), not epoll: libmicrohttpd 0.9.75's epoll loop keeps a TLS connection "ready"
+     * until a read fails, so it spins (epoll_wait(0) and a failing recv() over and over)
+     * for as long as the client takes to answer the server's handshake flight (about 4 ms
+     * of CPU per handshake), and spends an epoll_wait() and a failing recv() more on every
+     * request; poll() asks the socket each time (bench/README.md, "CONNECT tunnel"). */
+    unsigned tls_flags = (flags & ~(unsigned)MHD_USE_EPOLL) | MHD_USE_POLL | MHD_USE_TLS;
     if (srv->daemon && opt->front && tls_ok)
-        /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
-         * own threads (GnuTLS), with a certificate minted for the tunnel's host. */
         srv->tls_daemon =
-            MHD_start_daemon(flags | MHD_USE_TLS, 0, accept_policy, srv, on_request, srv,
-                             SERVER_CALLBACKS, MHD_OPTION_HTTPS_CERT_CALLBACK,
-                             front_tls_certificate, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+            MHD_start_daemon(tls_flags, 0, accept_policy, srv, on_request, srv, SERVER_CALLBACKS,
+                             MHD_OPTION_HTTPS_CERT_CALLBACK, front_tls_certificate,
+                             MHD_OPTION_ARRAY, common, MHD_OPTION_END);
 #undef SERVER_CALLBACKS
     if (!srv->daemon || (opt->front && tls_ok && !srv->tls_daemon)) {
         if (lfd >= 0)
