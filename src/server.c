@@ -69,9 +69,10 @@ struct req_ctx {
     char *raw_uri;
     char *path;
     char *query;
-    char *scheme;    /* of an absolute-form request, else NULL */
-    char *authority; /* of an absolute-form request or a tunnel, else NULL */
-    int bad_target;  /* an absolute-form request line without a usable host */
+    char *scheme;                /* of an absolute-form request, else NULL */
+    char *authority;             /* of an absolute-form request or a tunnel, else NULL */
+    struct front_origin *origin; /* the CONNECT tunnel it came through, else NULL */
+    int bad_target;              /* an absolute-form request line without a usable host */
     struct server_request req;
     struct buf body;
     int too_large;
@@ -478,6 +479,7 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
 {
     struct server_response *r = &ctx->resp;
     struct MHD_Response *mr;
+    int mr_from_buffer = 0;
     if (r->fault == FAULT_RESET || r->fault == FAULT_EMPTY || r->fault == FAULT_GARBAGE)
         return close_unanswered(ctx);
     if (r->reader) {
@@ -503,6 +505,7 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
         mr = MHD_create_response_from_buffer(r->body_len, r->body,
                                              r->body_borrowed ? MHD_RESPMEM_PERSISTENT
                                                               : MHD_RESPMEM_MUST_FREE);
+        mr_from_buffer = 1;
         if (mr && !r->body_borrowed)
             r->body = NULL; /* MHD frees it now */
     }
@@ -518,8 +521,17 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
     for (size_t i = 0; r->extra_headers && i < r->extra_headers->n; i++)
         MHD_add_response_header(mr, r->extra_headers->v[i].name, r->extra_headers->v[i].value);
     ctx->state = REQ_QUEUED;
+    /* Through a tunnel, libmicrohttpd sends such an answer's head and then its body at once:
+     * their two TLS records go out in one send (front_tls_coalesce()). */
+    int coalesce = ctx->origin && mr_from_buffer && r->body_len > 0 &&
+                   strcmp(ctx->req.method, MHD_HTTP_METHOD_HEAD) != 0 && r->status >= 200 &&
+                   r->status != 204 && r->status != 304;
+    if (coalesce)
+        front_tls_coalesce(ctx->origin);
     enum MHD_Result ret = MHD_queue_response(ctx->req.conn, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
+    if (coalesce && ret != MHD_YES)
+        front_tls_flush(ctx->origin); /* nothing to join: disarm */
     return ret;
 }
 
@@ -547,7 +559,8 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     (void)toe;
     if (!ctx)
         return;
-    if (ctx->stretched) /* back to --client-timeout for the next request or idleness */
+    front_tls_flush(ctx->origin); /* a held record never outlives its response */
+    if (ctx->stretched)           /* back to --client-timeout for the next request or idleness */
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->client_timeout_s);
     response_clear(&ctx->resp);
     headers_free(&ctx->req.headers);
@@ -636,6 +649,7 @@ static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         struct front_origin *o = ci ? ci->socket_context : NULL;
         if (o) {
+            ctx->origin = o;
             atomic_fetch_add(&o->requests, 1);
             ctx->scheme = strdup(o->scheme);
             ctx->authority = strdup(o->authority);
@@ -710,8 +724,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         int on = 1;
         if (ci)
             setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-        if (srv->front)
+        if (srv->front) {
             *socket_ctx = ci ? front_claim(srv->front, ci->connect_fd) : NULL;
+            const union MHD_ConnectionInfo *ti =
+                *socket_ctx ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION)
+                            : NULL;
+            if (ti && ti->tls_session)
+                front_tls_attach(*socket_ctx, (gnutls_session_t)ti->tls_session);
+        }
     } else {
         atomic_fetch_sub(&srv->connections, 1);
         front_release(srv->front, *socket_ctx);
