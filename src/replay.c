@@ -718,6 +718,28 @@ static char *origin_of(const char *scheme, const char *authority, int *oom)
     return o;
 }
 
+/* origin_of() into buf when it fits (every proxied request makes one: no malloc), else
+ * malloc'd; free it with origin_free(). */
+static char *origin_in(char *buf, size_t cap, const char *scheme, const char *authority, int *oom)
+{
+    if (!authority)
+        return NULL;
+    const char *s = scheme ? scheme : "http";
+    size_t sl = strlen(s), al = strlen(authority);
+    if (sl + 3 + al >= cap)
+        return origin_of(scheme, authority, oom);
+    memcpy(buf, s, sl);
+    memcpy(buf + sl, "://", 3);
+    memcpy(buf + sl + 3, authority, al + 1);
+    return buf;
+}
+
+static void origin_free(char *origin, const char *buf)
+{
+    if (origin != buf)
+        free(origin);
+}
+
 /* Fill k for key (and origin, NULL for any host). The group of a proxied request is its
  * host's alone: it keeps its own place in a sequence, apart from the same key asked without
  * a host. Returns 0, or -1 when out of memory. */
@@ -1881,6 +1903,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     int64_t matched = 0;
     int rc = 0;
     char *key = NULL, *origin = NULL;
+    char obuf[320]; /* the origin, most often (origin_in) */
     const char *fault = NULL;
     /* Its place in the journal's arrival order: its journal id, and its fault draw. */
     int64_t seq = (int64_t)atomic_fetch_add(&rp->arrivals, 1) + 1;
@@ -1929,7 +1952,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
         /* A proxied request looks only at its own host's exchanges; one in origin form (sent
          * to apisim as a reverse proxy) at every host's. */
         key = key_of(rp, &mr);
-        origin = key ? origin_of(req->scheme, req->authority, &oom) : NULL;
+        origin = key ? origin_in(obuf, sizeof obuf, req->scheme, req->authority, &oom) : NULL;
         if (key && (oom || rkey_make(&k, key, origin) < 0)) {
             log_msg(LOG_ERROR, "replaying %s %s: out of memory", req->method, req->path);
             rc = -1;
@@ -1979,6 +2002,6 @@ out:
     }
     journal_add(rp, req, seq, matched, fault);
     free(key);
-    free(origin);
+    origin_free(origin, obuf);
     return rc;
 }

@@ -71,7 +71,8 @@ struct req_ctx {
     char *query;
     char *scheme;                /* of an absolute-form request, else NULL */
     char *authority;             /* of an absolute-form request or a tunnel, else NULL */
-    struct front_origin *origin; /* the CONNECT tunnel it came through, else NULL */
+    struct front_origin *origin; /* the CONNECT tunnel it came through (and scheme and
+                                    authority are its own), else NULL */
     int bad_target;              /* an absolute-form request line without a usable host */
     struct server_request req;
     struct buf body;
@@ -568,8 +569,10 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     free(ctx->raw_uri);
     free(ctx->path);
     free(ctx->query);
-    free(ctx->scheme);
-    free(ctx->authority);
+    if (!ctx->origin) { /* else borrowed from the tunnel */
+        free(ctx->scheme);
+        free(ctx->authority);
+    }
     free(ctx);
     *req_cls = NULL;
     atomic_fetch_sub(&srv->inflight, 1);
@@ -651,10 +654,8 @@ static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const
         if (o) {
             ctx->origin = o;
             atomic_fetch_add(&o->requests, 1);
-            ctx->scheme = strdup(o->scheme);
-            ctx->authority = strdup(o->authority);
-            if (!ctx->scheme || !ctx->authority)
-                return -1;
+            ctx->scheme = o->scheme; /* borrowed: the tunnel outlives its requests */
+            ctx->authority = o->authority;
         }
     }
     const char *q = strchr(uri, '?');
