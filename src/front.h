@@ -10,7 +10,9 @@
  *     gives its socket as it is to a second daemon that terminates TLS (libmicrohttpd's
  *     GnuTLS) with a leaf certificate from the CA, chosen by SNI, else the CONNECT host
  *     (front_tls_certificate()); the front remembers which host each socket carries
- *     (front_claim()), so decrypted requests take the same path as any other. Without that
+ *     (front_claim()), so decrypted requests take the same path as any other, and that
+ *     daemon's writes go through the front's push function, which sends a response's head
+ *     and body records in one send() (front_tls_attach(), front_tls_coalesce()). Without that
  *     daemon (a libmicrohttpd without TLS, or APISIM_TLS_RELAY=1) the front terminates TLS
  *     itself with OpenSSL and relays the plaintext to the daemon through a socketpair;
  *   - for a host in no_intercept: tunnels the bytes untouched to the host (record), or
@@ -21,8 +23,10 @@
  *     --no-intercept hint.
  *
  * Threads: front_claim(), front_release() and front_tls_certificate() are called from the
- * daemons' threads (a mutex guards what they share); everything else runs on the front's
- * own thread between front_start() and front_free().
+ * daemons' threads (a mutex guards what they share); front_tls_attach(),
+ * front_tls_coalesce() and front_tls_flush() from the thread that serves that connection,
+ * which alone touches its tls_ fields; everything else runs on the front's own thread
+ * between front_start() and front_free().
  */
 #ifndef APISIM_FRONT_H
 #define APISIM_FRONT_H
