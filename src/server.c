@@ -69,7 +69,7 @@ struct req_ctx {
     char *raw_uri;
     char *path;
     char *query;
-    char *scheme;                /* of an absolute-form request, else NULL */
+    char *scheme;                /* of an absolute-form request or a tunnel, else NULL */
     char *authority;             /* of an absolute-form request or a tunnel, else NULL */
     struct front_origin *origin; /* the CONNECT tunnel it came through (and scheme and
                                     authority are its own), else NULL */
