@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -531,6 +533,90 @@ int front_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca
     *pcert_length = 1;
     *pkey = f->tls_key;
     return 0;
+}
+
+/* ---- the TLS daemon's writes --------------------------------------------------------------
+ * libmicrohttpd writes a response's head and body with two gnutls_record_send() calls (its
+ * TLS path has no writev), so GnuTLS makes two records and two send()s where plain HTTP
+ * makes one sendmsg(). The push function below holds the head's record, when armed, and
+ * sends it with the next record in one sendmsg(). */
+
+#define FRONT_PUSH_IOV 16 /* iovecs per sendmsg(): the held record and GnuTLS's */
+
+/* Send the held bytes, then as much of iov as the socket takes. Returns the bytes of iov
+ * sent, or -1 with errno (EAGAIN while held bytes are still waiting: they go first). */
+static ssize_t push_held_then(struct front_origin *o, const giovec_t *iov, int iovcnt)
+{
+    struct iovec v[FRONT_PUSH_IOV];
+    int n = 0;
+    if (o->tls_nheld)
+        v[n++] = (struct iovec){o->tls_held, o->tls_nheld};
+    for (int i = 0; i < iovcnt && n < FRONT_PUSH_IOV; i++)
+        v[n++] = (struct iovec){iov[i].iov_base, iov[i].iov_len};
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
+    ssize_t r = sendmsg(o->fd, &m, MSG_NOSIGNAL);
+    if (r < 0)
+        return -1;
+    size_t held = o->tls_nheld;
+    if ((size_t)r < held) {
+        memmove(o->tls_held, o->tls_held + r, held - (size_t)r);
+        o->tls_nheld = held - (size_t)r;
+        errno = EAGAIN;
+        return -1;
+    }
+    o->tls_nheld = 0;
+    r -= (ssize_t)held;
+    if (r == 0 && iovcnt > 0) {
+        errno = EAGAIN; /* only the held bytes went: GnuTLS tries its own again */
+        return -1;
+    }
+    return r;
+}
+
+/* GnuTLS's vectored push function for an attached connection (transport pointer: o). */
+static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+    struct front_origin *o = ptr;
+    if (o->tls_hold) {
+        o->tls_hold = 0;
+        size_t total = 0;
+        for (int i = 0; i < iovcnt; i++)
+            total += iov[i].iov_len;
+        if (o->tls_nheld == 0 && total <= sizeof o->tls_held) {
+            for (int i = 0; i < iovcnt; i++) {
+                memcpy(o->tls_held + o->tls_nheld, iov[i].iov_base, iov[i].iov_len);
+                o->tls_nheld += iov[i].iov_len;
+            }
+            return (ssize_t)total;
+        }
+    }
+    return push_held_then(o, iov, iovcnt);
+}
+
+void front_tls_attach(struct front_origin *o, gnutls_session_t session)
+{
+    if (!o || !session)
+        return;
+    /* Reads keep the socket (GnuTLS's own recv(); front_tls_certificate() finds the tunnel
+     * by it); writes go through tls_push() with o. */
+    gnutls_transport_set_ptr2(session, (gnutls_transport_ptr_t)(intptr_t)o->fd, o);
+    gnutls_transport_set_vec_push_function(session, tls_push);
+    o->tls_attached = 1;
+}
+
+void front_tls_coalesce(struct front_origin *o)
+{
+    if (o && o->tls_attached)
+        o->tls_hold = 1;
+}
+
+void front_tls_flush(struct front_origin *o)
+{
+    if (!o || !o->tls_attached)
+        return;
+    o->tls_hold = 0;
+    if (o->tls_nheld)
+        push_held_then(o, NULL, 0);
 }
 
 /* ---- relaying --------------------------------------------------------------------------- */

@@ -10,7 +10,9 @@
  *     gives its socket as it is to a second daemon that terminates TLS (libmicrohttpd's
  *     GnuTLS) with a leaf certificate from the CA, chosen by SNI, else the CONNECT host
  *     (front_tls_certificate()); the front remembers which host each socket carries
- *     (front_claim()), so decrypted requests take the same path as any other. Without that
+ *     (front_claim()), so decrypted requests take the same path as any other, and that
+ *     daemon's writes go through the front's push function, which sends a response's head
+ *     and body records in one send() (front_tls_attach(), front_tls_coalesce()). Without that
  *     daemon (a libmicrohttpd without TLS, or APISIM_TLS_RELAY=1) the front terminates TLS
  *     itself with OpenSSL and relays the plaintext to the daemon through a socketpair;
  *   - for a host in no_intercept: tunnels the bytes untouched to the host (record), or
@@ -21,8 +23,10 @@
  *     --no-intercept hint.
  *
  * Threads: front_claim(), front_release() and front_tls_certificate() are called from the
- * daemons' threads (a mutex guards what they share); everything else runs on the front's
- * own thread between front_start() and front_free().
+ * daemons' threads (a mutex guards what they share); front_tls_attach(),
+ * front_tls_coalesce() and front_tls_flush() from the thread that serves that connection,
+ * which alone touches its tls_ fields; everything else runs on the front's own thread
+ * between front_start() and front_free().
  */
 #ifndef APISIM_FRONT_H
 #define APISIM_FRONT_H
@@ -37,6 +41,9 @@
 
 struct front;
 
+/* The largest TLS record front_tls_coalesce() holds back: a response head. */
+#define FRONT_HELD_MAX 4096
+
 /* What a connection handed to a daemon through a tunnel was for (its socket context,
  * from front_claim() to front_release()). */
 struct front_origin {
@@ -47,6 +54,12 @@ struct front_origin {
     int claimed;            /* a daemon connection took it */
     atomic_int tls_started; /* the TLS handshake reached the certificate */
     atomic_int requests;    /* requests the server read from it (set by server.c) */
+    /* The TLS daemon's writes (front_tls_attach(); only its connection's thread uses these):
+     * a record held back to go out with the next one, in one send. */
+    int tls_attached;                       /* GnuTLS writes through front's push function */
+    int tls_hold;                           /* hold the next record (front_tls_coalesce()) */
+    size_t tls_nheld;                       /* bytes held */
+    unsigned char tls_held[FRONT_HELD_MAX]; /* ciphertext waiting for the next record */
 };
 
 struct front_config {
@@ -92,6 +105,23 @@ int front_tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca
                           const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
                           gnutls_pcert_st **pcert, unsigned int *pcert_length,
                           gnutls_privkey_t *pkey);
+
+/* For the TLS daemon's connection-start notification: make session (the connection's,
+ * before any I/O) write through o, so that front_tls_coalesce() can join two records in
+ * one send. Reads are GnuTLS's own. */
+void front_tls_attach(struct front_origin *o, gnutls_session_t session);
+
+/* Just before a response is queued whose head libmicrohttpd sends and then, in the same
+ * call, its body (a body from a buffer, not empty, on a request that is not HEAD, a status
+ * that has a body): hold the head's TLS record back and send it with the body's first in
+ * one send(), as plain HTTP sends head and body in one sendmsg(). Only that guarantee that
+ * another record follows at once makes holding safe; front_tls_flush() is the backstop.
+ * Does nothing for NULL or a connection not attached. */
+void front_tls_coalesce(struct front_origin *o);
+
+/* Send whatever is still held (the response was complete without another record, or the
+ * connection ends); a record held is never lost or reordered. NULL does nothing. */
+void front_tls_flush(struct front_origin *o);
 
 /* Stop the loop and close the listening socket and every connection the front still holds
  * (tunnels the daemons serve stay theirs). front_claim() and front_release() keep working

@@ -1003,7 +1003,8 @@ static int proxy_ready(void *cls, struct server_response *resp)
         if (!resp->body) {
             rc = -1;
         } else {
-            memcpy(resp->body, t->pending.p + t->pending_off, n);
+            if (n) /* an empty answer (HEAD, 204, length 0) may have no buffer at all */
+                memcpy(resp->body, t->pending.p + t->pending_off, n);
             resp->body_len = n;
             t->pending_off += n;
             t->given += n;

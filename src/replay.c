@@ -744,6 +744,28 @@ static char *origin_of(const char *scheme, const char *authority, int *oom)
     return o;
 }
 
+/* origin_of() into buf when it fits (every proxied request makes one: no malloc), else
+ * malloc'd; free it with origin_free(). */
+static char *origin_in(char *buf, size_t cap, const char *scheme, const char *authority, int *oom)
+{
+    if (!authority)
+        return NULL;
+    const char *s = scheme ? scheme : "http";
+    size_t sl = strlen(s), al = strlen(authority);
+    if (sl + 3 + al >= cap)
+        return origin_of(scheme, authority, oom);
+    memcpy(buf, s, sl);
+    memcpy(buf + sl, "://", 3);
+    memcpy(buf + sl + 3, authority, al + 1);
+    return buf;
+}
+
+static void origin_free(char *origin, const char *buf)
+{
+    if (origin != buf)
+        free(origin);
+}
+
 /* Fill k for key (and origin, NULL for any host). The group of a proxied request is its
  * host's alone: it keeps its own place in a sequence, apart from the same key asked without
  * a host. Returns 0, or -1 when out of memory. */
@@ -754,13 +776,18 @@ static int rkey_make(struct rkey *k, const char *key, const char *origin)
     k->group = k->key;
     if (!origin)
         return 0;
-    struct buf b = {0};
-    if (buf_printf(&b, "%s\n%s", origin, key) < 0) {
-        buf_free(&b);
+    /* "origin\nkey", on the stack when it fits (this runs on every proxied request) */
+    size_t ol = strlen(origin), kl = strlen(key);
+    char small[1024];
+    char *p = ol + kl + 2 <= sizeof small ? small : malloc(ol + kl + 2);
+    if (!p)
         return -1;
-    }
-    match_ident_of(b.p, &k->group);
-    buf_free(&b);
+    memcpy(p, origin, ol);
+    p[ol] = '\n';
+    memcpy(p + ol + 1, key, kl + 1);
+    match_ident_of(p, &k->group);
+    if (p != small)
+        free(p);
     return 0;
 }
 
@@ -1911,6 +1938,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
     int64_t matched = 0;
     int rc = 0;
     char *key = NULL, *origin = NULL;
+    char obuf[320]; /* the origin, most often (origin_in) */
     const char *fault = NULL;
     /* Its place in the journal's arrival order: its journal id, and its fault draw. */
     int64_t seq = (int64_t)atomic_fetch_add(&rp->arrivals, 1) + 1;
@@ -1959,7 +1987,7 @@ int replay_handle(void *app, struct server_request *req, struct server_response 
         /* A proxied request looks only at its own host's exchanges; one in origin form (sent
          * to apisim as a reverse proxy) at every host's. */
         key = key_of(rp, &mr);
-        origin = key ? origin_of(req->scheme, req->authority, &oom) : NULL;
+        origin = key ? origin_in(obuf, sizeof obuf, req->scheme, req->authority, &oom) : NULL;
         if (key && (oom || rkey_make(&k, key, origin) < 0)) {
             log_msg(LOG_ERROR, "replaying %s %s: out of memory", req->method, req->path);
             rc = -1;
@@ -2009,6 +2037,6 @@ out:
     }
     journal_add(rp, req, seq, matched, fault);
     free(key);
-    free(origin);
+    origin_free(origin, obuf);
     return rc;
 }

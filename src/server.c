@@ -69,9 +69,11 @@ struct req_ctx {
     char *raw_uri;
     char *path;
     char *query;
-    char *scheme;    /* of an absolute-form request, else NULL */
-    char *authority; /* of an absolute-form request or a tunnel, else NULL */
-    int bad_target;  /* an absolute-form request line without a usable host */
+    char *scheme;                /* of an absolute-form request or a tunnel, else NULL */
+    char *authority;             /* of an absolute-form request or a tunnel, else NULL */
+    struct front_origin *origin; /* the CONNECT tunnel it came through (and scheme and
+                                    authority are its own), else NULL */
+    int bad_target;              /* an absolute-form request line without a usable host */
     struct server_request req;
     struct buf body;
     int too_large;
@@ -478,6 +480,7 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
 {
     struct server_response *r = &ctx->resp;
     struct MHD_Response *mr;
+    int mr_from_buffer = 0;
     if (r->fault == FAULT_RESET || r->fault == FAULT_EMPTY || r->fault == FAULT_GARBAGE)
         return close_unanswered(ctx);
     if (r->reader) {
@@ -503,6 +506,7 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
         mr = MHD_create_response_from_buffer(r->body_len, r->body,
                                              r->body_borrowed ? MHD_RESPMEM_PERSISTENT
                                                               : MHD_RESPMEM_MUST_FREE);
+        mr_from_buffer = 1;
         if (mr && !r->body_borrowed)
             r->body = NULL; /* MHD frees it now */
     }
@@ -518,8 +522,17 @@ static enum MHD_Result queue_response(struct req_ctx *ctx)
     for (size_t i = 0; r->extra_headers && i < r->extra_headers->n; i++)
         MHD_add_response_header(mr, r->extra_headers->v[i].name, r->extra_headers->v[i].value);
     ctx->state = REQ_QUEUED;
+    /* Through a tunnel, libmicrohttpd sends such an answer's head and then its body at once:
+     * their two TLS records go out in one send (front_tls_coalesce()). */
+    int coalesce = ctx->origin && mr_from_buffer && r->body_len > 0 &&
+                   strcmp(ctx->req.method, MHD_HTTP_METHOD_HEAD) != 0 && r->status >= 200 &&
+                   r->status != 204 && r->status != 304;
+    if (coalesce)
+        front_tls_coalesce(ctx->origin);
     enum MHD_Result ret = MHD_queue_response(ctx->req.conn, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
+    if (coalesce && ret != MHD_YES)
+        front_tls_flush(ctx->origin); /* nothing to join: disarm */
     return ret;
 }
 
@@ -547,7 +560,8 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     (void)toe;
     if (!ctx)
         return;
-    if (ctx->stretched) /* back to --client-timeout for the next request or idleness */
+    front_tls_flush(ctx->origin); /* a held record never outlives its response */
+    if (ctx->stretched)           /* back to --client-timeout for the next request or idleness */
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->client_timeout_s);
     response_clear(&ctx->resp);
     headers_free(&ctx->req.headers);
@@ -555,8 +569,10 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     free(ctx->raw_uri);
     free(ctx->path);
     free(ctx->query);
-    free(ctx->scheme);
-    free(ctx->authority);
+    if (!ctx->origin) { /* else borrowed from the tunnel */
+        free(ctx->scheme);
+        free(ctx->authority);
+    }
     free(ctx);
     *req_cls = NULL;
     atomic_fetch_sub(&srv->inflight, 1);
@@ -636,11 +652,10 @@ static int setup_request(struct req_ctx *ctx, struct MHD_Connection *conn, const
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         struct front_origin *o = ci ? ci->socket_context : NULL;
         if (o) {
+            ctx->origin = o;
             atomic_fetch_add(&o->requests, 1);
-            ctx->scheme = strdup(o->scheme);
-            ctx->authority = strdup(o->authority);
-            if (!ctx->scheme || !ctx->authority)
-                return -1;
+            ctx->scheme = o->scheme; /* borrowed: the tunnel outlives its requests */
+            ctx->authority = o->authority;
         }
     }
     const char *q = strchr(uri, '?');
@@ -710,8 +725,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         int on = 1;
         if (ci)
             setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-        if (srv->front)
+        if (srv->front) {
             *socket_ctx = ci ? front_claim(srv->front, ci->connect_fd) : NULL;
+            const union MHD_ConnectionInfo *ti =
+                *socket_ctx ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION)
+                            : NULL;
+            if (ti && ti->tls_session)
+                front_tls_attach(*socket_ctx, (gnutls_session_t)ti->tls_session);
+        }
     } else {
         atomic_fetch_sub(&srv->connections, 1);
         front_release(srv->front, *socket_ctx);
@@ -1073,13 +1094,19 @@ int server_start(struct server **out, const struct server_options *opt, char *er
     int tls_ok = MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES &&
                  MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) == MHD_YES &&
                  !(relay && strcmp(relay, "1") == 0);
+    /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
+     * own threads (GnuTLS), with a certificate minted for the tunnel's host. It polls with
+     * poll(), not epoll: libmicrohttpd 0.9.75's epoll loop keeps a TLS connection "ready"
+     * until a read fails, so it spins (epoll_wait(0) and a failing recv() over and over)
+     * for as long as the client takes to answer the server's handshake flight (about 4 ms
+     * of CPU per handshake), and spends an epoll_wait() and a failing recv() more on every
+     * request; poll() asks the socket each time (bench/README.md, "CONNECT tunnel"). */
+    unsigned tls_flags = (flags & ~(unsigned)MHD_USE_EPOLL) | MHD_USE_POLL | MHD_USE_TLS;
     if (srv->daemon && opt->front && tls_ok)
-        /* The second daemon takes the front's CONNECT tunnels and terminates their TLS in its
-         * own threads (GnuTLS), with a certificate minted for the tunnel's host. */
         srv->tls_daemon =
-            MHD_start_daemon(flags | MHD_USE_TLS, 0, accept_policy, srv, on_request, srv,
-                             SERVER_CALLBACKS, MHD_OPTION_HTTPS_CERT_CALLBACK,
-                             front_tls_certificate, MHD_OPTION_ARRAY, common, MHD_OPTION_END);
+            MHD_start_daemon(tls_flags, 0, accept_policy, srv, on_request, srv, SERVER_CALLBACKS,
+                             MHD_OPTION_HTTPS_CERT_CALLBACK, front_tls_certificate,
+                             MHD_OPTION_ARRAY, common, MHD_OPTION_END);
 #undef SERVER_CALLBACKS
     if (!srv->daemon || (opt->front && tls_ok && !srv->tls_daemon)) {
         if (lfd >= 0)

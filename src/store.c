@@ -1666,12 +1666,17 @@ int store_index_sync(struct store *st, int *current, char *err)
 
 char *store_origin(const char *scheme, const char *authority)
 {
-    struct buf b = {0};
-    if (!authority || buf_printf(&b, "%s://%s", scheme ? scheme : "http", authority) < 0) {
-        buf_free(&b);
+    if (!authority)
         return NULL;
-    }
-    return buf_steal(&b, NULL);
+    const char *s = scheme ? scheme : "http";
+    size_t sl = strlen(s), al = strlen(authority);
+    char *o = malloc(sl + 3 + al + 1);
+    if (!o)
+        return NULL;
+    memcpy(o, s, sl);
+    memcpy(o + sl, "://", 3);
+    memcpy(o + sl + 3, authority, al + 1);
+    return o;
 }
 
 int store_index_lookup(struct store *st, const char *session, const struct match_ident *key,
