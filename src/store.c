@@ -116,8 +116,9 @@ struct store {
     /* The checkpointer: its own thread and connection, so that copying the WAL into the
      * database (and its fsync) never holds up the writer's next commit. */
     pthread_t ckpt;
-    int ckpt_running, ckpt_wanted, ckpt_stop; /* under mu */
-    pthread_cond_t cond_ckpt;
+    int ckpt_running, ckpt_wanted, ckpt_stop, ckpt_active; /* under mu */
+    pthread_cond_t cond_ckpt;      /* the checkpointer waits for ckpt_wanted */
+    pthread_cond_t cond_ckpt_done; /* the writer waits for a run under way to end */
     sqlite3 *cdb;
     atomic_uint_least64_t failures;
     atomic_uint_least64_t commits; /* transactions the writer committed */
@@ -335,6 +336,7 @@ int store_open(struct store **out, const char *path, int flags, char *err)
     pthread_cond_init(&st->cond_work, NULL);
     pthread_cond_init(&st->cond_done, NULL);
     pthread_cond_init(&st->cond_ckpt, NULL);
+    pthread_cond_init(&st->cond_ckpt_done, NULL);
     pthread_key_create(&st->reader_key, NULL);
     st->path = strdup(path);
     int is_dump = ends_with(path, ".sql");
@@ -1242,8 +1244,11 @@ static void *writer_main(void *arg)
             st->ckpt_next = STORE_CHECKPOINT_FRAMES;
         if (st->wframes >= STORE_WAL_RESTART_FRAMES ||
             (!st->ckpt_running && st->wframes >= STORE_CHECKPOINT_FRAMES)) {
-            /* Passive: readers are never waited for, nor is a checkpointer run under way
-             * (the next round tries again). */
+            /* A checkpointer run under way is waited for (two never run at once: this one
+             * would find the WAL busy, and under a slow disk never get its turn); readers
+             * are not (passive: what they still need is copied next time). */
+            while (st->ckpt_active)
+                pthread_cond_wait(&st->cond_ckpt_done, &st->mu);
             pthread_mutex_unlock(&st->mu);
             sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
             pthread_mutex_lock(&st->mu);
@@ -1269,9 +1274,12 @@ static void *ckpt_main(void *arg)
         if (st->ckpt_stop)
             break;
         st->ckpt_wanted = 0;
+        st->ckpt_active = 1;
         pthread_mutex_unlock(&st->mu);
         sqlite3_wal_checkpoint_v2(st->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&st->mu);
+        st->ckpt_active = 0;
+        pthread_cond_broadcast(&st->cond_ckpt_done);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -1457,6 +1465,7 @@ void store_close(struct store *st)
     pthread_cond_destroy(&st->cond_work);
     pthread_cond_destroy(&st->cond_done);
     pthread_cond_destroy(&st->cond_ckpt);
+    pthread_cond_destroy(&st->cond_ckpt_done);
     free(st->path);
     free(st->uri);
     free(st);
