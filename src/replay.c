@@ -109,6 +109,7 @@ struct journal_entry {
     /* The fault served (a static name or a config rule's), NULL for none. */
     const char *fault;
     const char *method, *path, *query;
+    const char *scheme, *authority; /* the host a proxied request named; NULL in origin form */
     size_t nheaders;
     const char **hnames, **hvalues;
     const unsigned char *body;
@@ -1145,6 +1146,8 @@ static void journal_add(struct replay *rp, const struct server_request *req, int
     size_t n = sizeof(struct journal_entry) + strlen(req->method) + strlen(req->path) +
                strlen(req->query) + 3 + req->body_len + 1 +
                req->headers.n * 2 * sizeof(const char *);
+    if (req->authority)
+        n += strlen(req->scheme ? req->scheme : "http") + strlen(req->authority) + 2;
     for (size_t i = 0; i < req->headers.n; i++)
         n += strlen(req->headers.v[i].name) + strlen(req->headers.v[i].value) + 2;
     struct journal_entry *j = malloc(n);
@@ -1165,6 +1168,11 @@ static void journal_add(struct replay *rp, const struct server_request *req, int
     JCOPY(j->method, req->method);
     JCOPY(j->path, req->path);
     JCOPY(j->query, req->query);
+    j->scheme = j->authority = NULL;
+    if (req->authority) {
+        JCOPY(j->scheme, req->scheme ? req->scheme : "http");
+        JCOPY(j->authority, req->authority);
+    }
     for (size_t i = 0; i < req->headers.n; i++) {
         JCOPY(j->hnames[i], req->headers.v[i].name);
         JCOPY(j->hvalues[i], req->headers.v[i].value);
@@ -1206,6 +1214,13 @@ static cJSON *journal_json(const struct journal_entry *j)
     cJSON_AddStringToObject(o, "method", j->method);
     cJSON_AddStringToObject(o, "path", j->path);
     cJSON_AddStringToObject(o, "query", j->query);
+    if (j->authority) {
+        cJSON_AddStringToObject(o, "scheme", j->scheme);
+        cJSON_AddStringToObject(o, "authority", j->authority);
+    } else {
+        cJSON_AddNullToObject(o, "scheme");
+        cJSON_AddNullToObject(o, "authority");
+    }
     for (size_t i = 0; i < j->nheaders; i++) {
         char lower[256];
         size_t k = 0;

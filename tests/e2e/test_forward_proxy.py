@@ -156,6 +156,11 @@ def test_absolute_form_two_hosts_same_path_replay_their_own(tmp_path, ca_dir):
         # A request in origin form (reverse mode) still matches any host's exchange.
         st, body, _ = proxy_curl("", f"{rep.url}/echo?q=1")
         assert st == 200
+        # The journal names the host each proxied request was for, and none for the last.
+        journal = curl(f"{rep.url}/__apisim/requests").json()
+        assert [(j["scheme"], j["authority"]) for j in journal] == \
+            [("http", f"127.0.0.1:{port}") for port in urls] + \
+            [("http", f"127.0.0.1:{third.port}"), (None, None)]
         res = rep.stop()
     third._server.server_close()
     assert "miss: GET http://127.0.0.1:%d/echo?q=1" % third.port in res.stderr

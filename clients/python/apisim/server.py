@@ -394,7 +394,8 @@ class Server:
     def get_requests(self, method=None, path=None):
         """The journal, oldest first, optionally filtered: a list of apisim.http.
         RecordedRequest (dicts that also allow attribute access) with id, method, path,
-        query, headers (lower-case names), body or body_base64, matched, received_at."""
+        query, scheme and authority (the host a proxied request named, else None), headers
+        (lower-case names), body or body_base64, matched, received_at."""
         from .http import RecordedRequest
 
         entries = self._control("GET", "/__apisim/requests", query=_filters(method, path))
