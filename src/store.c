@@ -1164,6 +1164,21 @@ static void *writer_main(void *arg)
             ensured = NULL;
             brc = writer_run(st, WTX_BEGIN, NULL);
             ok = brc == SQLITE_OK;
+            busy = (brc & 0xff) == SQLITE_BUSY || (brc & 0xff) == SQLITE_LOCKED;
+            if (busy && !stopping) {
+                /* Another process took the lock in between: held as at the first try,
+                 * each exchange with the rowid it came with. */
+                struct write_item *notified = NULL;
+                for (struct write_item *it = batch; it; it = it->next)
+                    it->ex->id = it->id;
+                hold_batch(st, batch, nbatch, &notified);
+                if (notified) {
+                    pthread_mutex_unlock(&st->mu);
+                    notify_all(notified);
+                    pthread_mutex_lock(&st->mu);
+                }
+                continue; /* with st->mu held */
+            }
             if (!ok) {
                 failure_hint(st->wdb, why, sizeof why);
                 log_msg(LOG_ERROR,
@@ -1285,15 +1300,15 @@ static void *ckpt_main(void *arg)
     return NULL;
 }
 
-/* Start the checkpointer for a file (a dump in memory has no WAL). Without it, SQLite's
- * own checkpoints would not run either: the WAL only grows, which is logged. */
+/* Start the checkpointer for a file (a dump in memory has no WAL). Without it (logged), the
+ * writer checkpoints itself every STORE_CHECKPOINT_FRAMES, and a commit waits for each. */
 static void ckpt_start(struct store *st)
 {
     char err[APISIM_ERR_LEN];
     if (st->is_dump)
         return;
     if (open_connection_raw(st, &st->cdb, err) < 0) {
-        log_msg(LOG_WARN, "database %s: no checkpointer (%s): the -wal file grows until exit",
+        log_msg(LOG_WARN, "database %s: no checkpointer (%s): the writer checkpoints itself",
                 st->path, err);
         return;
     }
@@ -1302,8 +1317,8 @@ static void ckpt_start(struct store *st)
     sqlite3_exec(st->cdb, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     if (pthread_create(&st->ckpt, NULL, ckpt_main, st) != 0) {
         log_msg(LOG_WARN,
-                "database %s: cannot start the checkpointer thread: the -wal file "
-                "grows until exit",
+                "database %s: cannot start the checkpointer thread: the writer "
+                "checkpoints itself",
                 st->path);
         sqlite3_close(st->cdb);
         st->cdb = NULL;
