@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,18 @@
 #define REPLAY_NEAREST_SCAN 200
 #define REPLAY_MAX_DIFFS 8
 
+/* An intrusive list in most-recently-used-first order: each member embeds a link, and
+ * LRU_OWNER finds the member of a link (the tail, when the least recently used goes). */
+struct lru_link {
+    struct lru_link *prev, *next;
+};
+
+struct lru {
+    struct lru_link *head, *tail;
+};
+
+#define LRU_OWNER(link, type, member) ((type *)(void *)((char *)(link)-offsetof(type, member)))
+
 /* One answer: a recorded exchange or a stub, as replay serves it. */
 struct entry {
     int64_t id;
@@ -61,9 +74,9 @@ struct entry {
     /* Recorded entries live in the cache (struct cache): references held by the cache and
      * by the responses borrowing from the entry; the last one frees it. */
     atomic_int refs;
-    size_t cost;                 /* bytes it holds, counted against the cache budget */
-    struct entry *cchain;        /* same cache bucket */
-    struct entry *cprev, *cnext; /* cache order, most recently used first */
+    size_t cost;           /* bytes it holds, counted against the cache budget */
+    struct entry *cchain;  /* same cache bucket */
+    struct lru_link clink; /* in the cache's order of use */
 };
 
 /* A recorded key's exchanges in replay order (ids), and the replay's position in them. */
@@ -71,10 +84,10 @@ struct rgroup {
     struct match_ident key;
     int64_t *ids;
     size_t n;
-    size_t next;                 /* index of the next answer */
-    int pinned;                  /* its position matters: kept until the end */
-    struct rgroup *chain;        /* same bucket */
-    struct rgroup *prev, *lnext; /* unpinned groups, most recently used first */
+    size_t next;          /* index of the next answer */
+    int pinned;           /* its position matters: kept until the end */
+    struct rgroup *chain; /* same bucket */
+    struct lru_link lru;  /* unpinned groups, in order of use */
 };
 
 /* The keys of the exchanges read by a pass over the recording (rules that change keys),
@@ -138,10 +151,10 @@ struct replay {
     pthread_mutex_t cmu; /* guards the groups and the cache below */
     struct rgroup **gbuckets;
     size_t ngbuckets, ngroups, nunpinned;
-    struct rgroup *ghead, *gtail; /* unpinned groups */
+    struct lru glru; /* unpinned groups */
     struct entry **cbuckets;
     size_t ncbuckets, ncached, cache_bytes;
-    struct entry *chead, *ctail;
+    struct lru clru;
     uint64_t seen[REPLAY_SEEN_BITS / 64]; /* keys seen once lately (REPLAY_SEEN_BITS) */
     size_t nseen;                         /* first sightings since seen[] was cleared */
     atomic_llong nrecorded;               /* -1 until counted (the first health request) */
@@ -385,28 +398,37 @@ static struct rgroup *rgroup_find(const struct replay *rp, const struct match_id
     return NULL;
 }
 
-static void glru_unlink(struct replay *rp, struct rgroup *g)
+static void lru_unlink(struct lru *l, struct lru_link *n)
 {
-    if (g->prev)
-        g->prev->lnext = g->lnext;
+    if (n->prev)
+        n->prev->next = n->next;
     else
-        rp->ghead = g->lnext;
-    if (g->lnext)
-        g->lnext->prev = g->prev;
+        l->head = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
     else
-        rp->gtail = g->prev;
-    g->prev = g->lnext = NULL;
+        l->tail = n->prev;
+    n->prev = n->next = NULL;
 }
 
-static void glru_push(struct replay *rp, struct rgroup *g)
+static void lru_push(struct lru *l, struct lru_link *n)
 {
-    g->prev = NULL;
-    g->lnext = rp->ghead;
-    if (rp->ghead)
-        rp->ghead->prev = g;
-    rp->ghead = g;
-    if (!rp->gtail)
-        rp->gtail = g;
+    n->prev = NULL;
+    n->next = l->head;
+    if (l->head)
+        l->head->prev = n;
+    l->head = n;
+    if (!l->tail)
+        l->tail = n;
+}
+
+/* n becomes the most recently used. */
+static void lru_touch(struct lru *l, struct lru_link *n)
+{
+    if (l->head != n) {
+        lru_unlink(l, n);
+        lru_push(l, n);
+    }
 }
 
 static void rgroup_remove(struct replay *rp, struct rgroup *g)
@@ -416,7 +438,7 @@ static void rgroup_remove(struct replay *rp, struct rgroup *g)
         pp = &(*pp)->chain;
     *pp = g->chain;
     if (!g->pinned) {
-        glru_unlink(rp, g);
+        lru_unlink(&rp->glru, &g->lru);
         rp->nunpinned--;
     }
     rp->ngroups--;
@@ -455,10 +477,10 @@ static struct rgroup *rgroup_add(struct replay *rp, const struct match_ident *k,
     g->chain = rp->gbuckets[slot];
     rp->gbuckets[slot] = g;
     rp->ngroups++;
-    glru_push(rp, g);
+    lru_push(&rp->glru, &g->lru);
     rp->nunpinned++;
-    while (rp->nunpinned > REPLAY_HOT_GROUPS && rp->gtail != g)
-        rgroup_remove(rp, rp->gtail);
+    while (rp->nunpinned > REPLAY_HOT_GROUPS && rp->glru.tail != &g->lru)
+        rgroup_remove(rp, LRU_OWNER(rp->glru.tail, struct rgroup, lru));
     return g;
 oom:
     free(ids);
@@ -492,7 +514,7 @@ static void rgroups_free(struct replay *rp)
     free(rp->gbuckets);
     rp->gbuckets = NULL;
     rp->ngbuckets = rp->ngroups = rp->nunpinned = 0;
-    rp->ghead = rp->gtail = NULL;
+    rp->glru = (struct lru){0};
 }
 
 /* The id of the group's next answer (the sequence position moves on), or 0 when the
@@ -520,12 +542,11 @@ static int64_t rgroup_next(struct replay *rp, struct rgroup *g)
      * may be dropped and looked up again. */
     int matters = g->n > 1 || rp->opt.sequence_end == SEQUENCE_ERROR;
     if (!g->pinned && matters) {
-        glru_unlink(rp, g);
+        lru_unlink(&rp->glru, &g->lru);
         rp->nunpinned--;
         g->pinned = 1;
-    } else if (!g->pinned && rp->ghead != g) {
-        glru_unlink(rp, g);
-        glru_push(rp, g);
+    } else if (!g->pinned) {
+        lru_touch(&rp->glru, &g->lru);
     }
     return id;
 }
@@ -550,37 +571,13 @@ static size_t id_slot(int64_t id, size_t n)
     return (size_t)(h >> 20) & (n - 1);
 }
 
-static void clru_unlink(struct replay *rp, struct entry *e)
-{
-    if (e->cprev)
-        e->cprev->cnext = e->cnext;
-    else
-        rp->chead = e->cnext;
-    if (e->cnext)
-        e->cnext->cprev = e->cprev;
-    else
-        rp->ctail = e->cprev;
-    e->cprev = e->cnext = NULL;
-}
-
-static void clru_push(struct replay *rp, struct entry *e)
-{
-    e->cprev = NULL;
-    e->cnext = rp->chead;
-    if (rp->chead)
-        rp->chead->cprev = e;
-    rp->chead = e;
-    if (!rp->ctail)
-        rp->ctail = e;
-}
-
 static void cache_remove(struct replay *rp, struct entry *e)
 {
     struct entry **pp = &rp->cbuckets[id_slot(e->id, rp->ncbuckets)];
     while (*pp != e)
         pp = &(*pp)->cchain;
     *pp = e->cchain;
-    clru_unlink(rp, e);
+    lru_unlink(&rp->clru, &e->clink);
     rp->ncached--;
     rp->cache_bytes -= e->cost;
     entry_unref(e); /* the cache's reference */
@@ -593,10 +590,7 @@ static struct entry *cache_get(struct replay *rp, int64_t id)
         return NULL;
     for (struct entry *e = rp->cbuckets[id_slot(id, rp->ncbuckets)]; e; e = e->cchain)
         if (e->id == id) {
-            if (rp->chead != e) {
-                clru_unlink(rp, e);
-                clru_push(rp, e);
-            }
+            lru_touch(&rp->clru, &e->clink);
             atomic_fetch_add(&e->refs, 1);
             return e;
         }
@@ -631,19 +625,19 @@ static struct entry *cache_put(struct replay *rp, struct entry *e)
     size_t slot = id_slot(e->id, rp->ncbuckets);
     e->cchain = rp->cbuckets[slot];
     rp->cbuckets[slot] = e;
-    clru_push(rp, e);
+    lru_push(&rp->clru, &e->clink);
     rp->ncached++;
     rp->cache_bytes += e->cost;
     atomic_fetch_add(&e->refs, 1); /* the cache's */
-    while (rp->cache_bytes > REPLAY_CACHE_BUDGET && rp->ctail && rp->ctail != e)
-        cache_remove(rp, rp->ctail);
+    while (rp->cache_bytes > REPLAY_CACHE_BUDGET && rp->clru.tail && rp->clru.tail != &e->clink)
+        cache_remove(rp, LRU_OWNER(rp->clru.tail, struct entry, clink));
     return e;
 }
 
 static void cache_free(struct replay *rp)
 {
-    while (rp->ctail)
-        cache_remove(rp, rp->ctail);
+    while (rp->clru.tail)
+        cache_remove(rp, LRU_OWNER(rp->clru.tail, struct entry, clink));
     free(rp->cbuckets);
     rp->cbuckets = NULL;
     rp->ncbuckets = 0;
@@ -1833,7 +1827,7 @@ static int rgroup_take(struct replay *rp, struct rgroup *g, int64_t id)
         g->ids = v;
     }
     if (!g->pinned) {
-        glru_unlink(rp, g);
+        lru_unlink(&rp->glru, &g->lru);
         rp->nunpinned--;
         g->pinned = 1;
     }
