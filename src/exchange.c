@@ -85,6 +85,17 @@ static size_t plain_string(const char *t, size_t i, size_t len)
     return 0;
 }
 
+/* A plain string at t[i] (after blanks) followed by the character end (after blanks): its
+ * quotes at *s and *e - 1, and the position past end returned; 0 when t is not so. */
+static size_t plain_member(const char *t, size_t i, size_t len, char end, size_t *s, size_t *e)
+{
+    *s = skip_ws(t, i, len);
+    if (!(*e = plain_string(t, *s, len)))
+        return 0;
+    i = skip_ws(t, *e, len);
+    return i < len && t[i] == end ? i + 1 : 0;
+}
+
 /* Headers as apisim writes them, [["name","value"],...] with nothing to unescape, read
  * without building a cJSON tree (a replayed exchange's headers are read per request): 1 when
  * text is of that form (its pairs added to h when add), 0 when it is not (nothing added), -1
@@ -98,19 +109,9 @@ static int headers_plain(const char *t, size_t len, struct headers *h, int add)
     if (i < len && t[i] == ']')
         return skip_ws(t, i + 1, len) == len;
     for (;;) {
-        if (i >= len || t[i++] != '[')
-            return 0;
-        size_t ns = skip_ws(t, i, len), ne = plain_string(t, ns, len);
-        if (!ne)
-            return 0;
-        i = skip_ws(t, ne, len);
-        if (i >= len || t[i++] != ',')
-            return 0;
-        size_t vs = skip_ws(t, i, len), ve = plain_string(t, vs, len);
-        if (!ve)
-            return 0;
-        i = skip_ws(t, ve, len);
-        if (i >= len || t[i++] != ']')
+        size_t ns, ne, vs, ve;
+        if (i >= len || t[i++] != '[' || !(i = plain_member(t, i, len, ',', &ns, &ne)) ||
+            !(i = plain_member(t, i, len, ']', &vs, &ve)))
             return 0;
         if (add && headers_addn(h, t + ns + 1, ne - ns - 2, t + vs + 1, ve - vs - 2) < 0)
             return -1;
