@@ -94,6 +94,22 @@ static int add_redact_json(struct options *o, const char *v, char *err)
     return redact_add_json(&o->cfg.redact, v);
 }
 
+/* Append a copy of v to list (cap slots, the last one kept NULL), counted by *n; "at most
+ * N what" when it is full. Returns 0 or -1. */
+static int list_add(char **list, size_t *n, size_t cap, const char *v, const char *what, char *err)
+{
+    if (*n == cap - 1) {
+        snprintf(err, APISIM_ERR_LEN, "at most %zu %s", cap - 1, what);
+        return -1;
+    }
+    if (!(list[*n] = strdup(v))) {
+        snprintf(err, APISIM_ERR_LEN, "out of memory");
+        return -1;
+    }
+    (*n)++;
+    return 0;
+}
+
 static int add_no_intercept(struct options *o, const char *v, char *err)
 {
     const char *p = v;
@@ -110,14 +126,9 @@ static int add_no_intercept(struct options *o, const char *v, char *err)
             snprintf(err, APISIM_ERR_LEN, "\"%s\" is not a host name", host);
             return -1;
         }
-        if (o->nno_intercept == sizeof o->no_intercept / sizeof o->no_intercept[0] - 1) {
-            snprintf(err, APISIM_ERR_LEN, "at most %zu hosts",
-                     sizeof o->no_intercept / sizeof o->no_intercept[0] - 1);
+        if (list_add(o->no_intercept, &o->nno_intercept,
+                     sizeof o->no_intercept / sizeof o->no_intercept[0], host, "hosts", err) < 0)
             return -1;
-        }
-        if (!(o->no_intercept[o->nno_intercept] = strdup(host)))
-            return -1;
-        o->nno_intercept++;
         p += n;
         if (*p == ',')
             p++;
@@ -129,15 +140,8 @@ static int add_connect_to(struct options *o, const char *v, char *err)
 {
     if (front_connect_to_check(v, err) < 0)
         return -1;
-    if (o->nconnect_to == sizeof o->connect_to / sizeof o->connect_to[0] - 1) {
-        snprintf(err, APISIM_ERR_LEN, "at most %zu rules",
-                 sizeof o->connect_to / sizeof o->connect_to[0] - 1);
-        return -1;
-    }
-    if (!(o->connect_to[o->nconnect_to] = strdup(v)))
-        return -1;
-    o->nconnect_to++;
-    return 0;
+    return list_add(o->connect_to, &o->nconnect_to, sizeof o->connect_to / sizeof o->connect_to[0],
+                    v, "rules", err);
 }
 
 static void ensure_match(struct options *o)
