@@ -1287,6 +1287,22 @@ static cJSON *event_of(struct builder *b, const char *type, int index)
     return e;
 }
 
+/* A content_block_delta event of block index: {"type": type, field: value}. value NULL
+ * (its making ran out of memory) counts as out of memory. Returns 0 or -1 (b->oom set). */
+static int push_delta(struct builder *b, struct scenario_run *run, size_t *cap, int index,
+                      const cJSON *parent, const char *type, const char *field, const char *value)
+{
+    cJSON *delta = cJSON_CreateObject(), *e = event_of(b, "content_block_delta", index);
+    put_str(b, delta, "type", type);
+    put_str(b, delta, field, value ? value : "");
+    put(b, e, "delta", delta);
+    if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !value) {
+        b->oom = 1;
+        return -1;
+    }
+    return 0;
+}
+
 /* The events of one content block before the message record: content_block_start and its
  * deltas (text in up to three pieces, a tool's input as one input_json_delta). */
 static int push_block_events(struct builder *b, struct scenario_run *run, size_t *cap,
@@ -1326,29 +1342,19 @@ static int push_block_events(struct builder *b, struct scenario_run *run, size_t
             if (to <= from)
                 to = len;
             char *chunk = xstrndup(text + from, to - from);
-            cJSON *delta = cJSON_CreateObject(), *e = event_of(b, "content_block_delta", index);
-            put_str(b, delta, "type", "text_delta");
-            put_str(b, delta, "text", chunk ? chunk : "");
-            put(b, e, "delta", delta);
+            int rc = push_delta(b, run, cap, index, parent, "text_delta", "text", chunk);
             free(chunk);
-            if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !chunk) {
-                b->oom = 1;
+            if (rc < 0)
                 return -1;
-            }
             from = to;
         }
     } else if (type && strcmp(type, "tool_use") == 0) {
         const cJSON *input = cJSON_GetObjectItemCaseSensitive(block, "input");
         char *json = input ? cJSON_PrintUnformatted(input) : strdup("{}");
-        cJSON *delta = cJSON_CreateObject(), *e = event_of(b, "content_block_delta", index);
-        put_str(b, delta, "type", "input_json_delta");
-        put_str(b, delta, "partial_json", json ? json : "");
-        put(b, e, "delta", delta);
+        int rc = push_delta(b, run, cap, index, parent, "input_json_delta", "partial_json", json);
         free(json);
-        if (push_json(b, run, cap, stream_event(b, e, parent), 0) < 0 || !json) {
-            b->oom = 1;
+        if (rc < 0)
             return -1;
-        }
     }
     return 0;
 }
