@@ -196,15 +196,20 @@ def index_state(db):
     return tuple(row)
 
 
-def test_rows_added_by_hand_are_indexed_before_serving(recs):
-    db = copy_small(recs, "by-hand.db")
+def insert_by_hand(db, path, query, status, body):
+    """An exchange added with sqlite3, as a user would: the match index knows nothing of it."""
     con = sqlite3.connect(db)
     with con:
         con.execute(
             "INSERT INTO exchanges (session, seq, started_at, method, path, query, status, "
             "response_body) VALUES ('default', 99999, '2026-11-30T08:00:00.000Z', 'GET', "
-            "'/by-hand', 'x=1', 201, '{\"hand\":true}')")
+            "?, ?, ?, ?)", (path, query, status, body))
     con.close()
+
+
+def test_rows_added_by_hand_are_indexed_before_serving(recs):
+    db = copy_small(recs, "by-hand.db")
+    insert_by_hand(db, "/by-hand", "x=1", 201, '{"hand":true}')
     n, indexed, _ = index_state(db)
     assert n == indexed + 1  # the triggers saw an exchange without an entry
     with ApisimProcess(["replay", "--db", db]) as rep:
@@ -272,13 +277,7 @@ def test_index_missing_entirely_is_rebuilt(recs):
 
 def test_stale_index_of_a_read_only_file_reads_the_recording(recs):
     db = copy_small(recs, "read-only.db")
-    con = sqlite3.connect(db)
-    with con:
-        con.execute(
-            "INSERT INTO exchanges (session, seq, started_at, method, path, status, "
-            "response_body) VALUES ('default', 99999, '2026-11-30T08:00:00.000Z', 'GET', "
-            "'/ro', 200, 'ro-ok')")
-    con.close()
+    insert_by_hand(db, "/ro", "", 200, "ro-ok")
     # Root writes through file modes: the immutable attribute stops it too.
     if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not available here to make a file read-only for root")
