@@ -623,24 +623,30 @@ void front_tls_flush(struct front_origin *o)
 
 enum { IO_AGAIN_READ = -1, IO_AGAIN_WRITE = -2, IO_ERROR = -3 };
 
+/* What an SSL_read_ex or SSL_write_ex that returned r (not 1) means: wait for the socket to
+ * be readable or writable, a failure, or the peer's close_notify (closed: 0 for a read, the
+ * end; IO_ERROR for a write, nothing more can go). */
+static ssize_t ssl_failed(SSL *ssl, int r, ssize_t closed)
+{
+    switch (SSL_get_error(ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return IO_AGAIN_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return IO_AGAIN_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return closed;
+    default:
+        return IO_ERROR;
+    }
+}
+
 static ssize_t io_read(struct conn *c, struct side *s, char *p, size_t n)
 {
     if (s == &c->a && c->ssl) {
         size_t got = 0;
         ERR_clear_error();
         int r = SSL_read_ex(c->ssl, p, n, &got);
-        if (r == 1)
-            return (ssize_t)got;
-        switch (SSL_get_error(c->ssl, r)) {
-        case SSL_ERROR_WANT_READ:
-            return IO_AGAIN_READ;
-        case SSL_ERROR_WANT_WRITE:
-            return IO_AGAIN_WRITE;
-        case SSL_ERROR_ZERO_RETURN:
-            return 0;
-        default:
-            return IO_ERROR;
-        }
+        return r == 1 ? (ssize_t)got : ssl_failed(c->ssl, r, 0);
     }
     ssize_t r = recv(s->fd, p, n, 0);
     if (r >= 0)
@@ -654,16 +660,7 @@ static ssize_t io_write(struct conn *c, struct side *s, const char *p, size_t n)
         size_t put = 0;
         ERR_clear_error();
         int r = SSL_write_ex(c->ssl, p, n, &put);
-        if (r == 1)
-            return (ssize_t)put;
-        switch (SSL_get_error(c->ssl, r)) {
-        case SSL_ERROR_WANT_READ:
-            return IO_AGAIN_READ;
-        case SSL_ERROR_WANT_WRITE:
-            return IO_AGAIN_WRITE;
-        default:
-            return IO_ERROR;
-        }
+        return r == 1 ? (ssize_t)put : ssl_failed(c->ssl, r, IO_ERROR);
     }
     ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
     if (r >= 0)
