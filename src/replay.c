@@ -745,14 +745,9 @@ static char *origin_in(char *buf, size_t cap, const char *scheme, const char *au
 {
     if (!authority)
         return NULL;
-    const char *s = scheme ? scheme : "http";
-    size_t sl = strlen(s), al = strlen(authority);
-    if (sl + 3 + al >= cap)
-        return origin_of(scheme, authority, oom);
-    memcpy(buf, s, sl);
-    memcpy(buf + sl, "://", 3);
-    memcpy(buf + sl + 3, authority, al + 1);
-    return buf;
+    if (store_origin_in(buf, cap, scheme, authority) < cap)
+        return buf;
+    return origin_of(scheme, authority, oom);
 }
 
 static void origin_free(char *origin, const char *buf)

@@ -1688,18 +1688,26 @@ int store_index_sync(struct store *st, int *current, char *err)
     return 0;
 }
 
+size_t store_origin_in(char *buf, size_t cap, const char *scheme, const char *authority)
+{
+    const char *s = scheme ? scheme : "http";
+    size_t sl = strlen(s), al = strlen(authority);
+    if (sl + 3 + al < cap) {
+        memcpy(buf, s, sl);
+        memcpy(buf + sl, "://", 3);
+        memcpy(buf + sl + 3, authority, al + 1);
+    }
+    return sl + 3 + al;
+}
+
 char *store_origin(const char *scheme, const char *authority)
 {
     if (!authority)
         return NULL;
-    const char *s = scheme ? scheme : "http";
-    size_t sl = strlen(s), al = strlen(authority);
-    char *o = malloc(sl + 3 + al + 1);
-    if (!o)
-        return NULL;
-    memcpy(o, s, sl);
-    memcpy(o + sl, "://", 3);
-    memcpy(o + sl + 3, authority, al + 1);
+    size_t n = store_origin_in(NULL, 0, scheme, authority) + 1;
+    char *o = malloc(n);
+    if (o)
+        store_origin_in(o, n, scheme, authority);
     return o;
 }
 

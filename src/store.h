@@ -84,6 +84,10 @@ int store_index_sync(struct store *st, int *current, char *err);
  * or NULL when authority is NULL (unknown: the entry has no origin) or out of memory. */
 char *store_origin(const char *scheme, const char *authority);
 
+/* The same origin written into buf when it fits in cap bytes with its NUL (authority not
+ * NULL): returns its length; a result of cap or more means it did not fit (buf untouched). */
+size_t store_origin_in(char *buf, size_t cap, const char *scheme, const char *authority);
+
 /* The ids of the exchanges whose key has identity key, of session (NULL: every session) and
  * of origin (store_origin(); NULL: every origin, and exchanges of none), in replay order
  * (session, seq, id), on the calling thread's reader with a statement prepared once.
