@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 void exchange_free(struct exchange *ex)
 {
@@ -37,28 +38,62 @@ struct exchange *exchange_new(void)
     return ex;
 }
 
+/* A JSON string's contents escaped as cJSON escapes them (so a stored row reads the same
+ * whichever wrote it): '"', '\\' and the control characters; other bytes as they are. Writes
+ * into o when it is not NULL; returns the length either way. */
+static size_t json_escape(char *o, const char *s)
+{
+    static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt", hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        const char *short_form = memchr(from, *p, sizeof from - 1);
+        if (short_form) {
+            if (o) {
+                o[n] = '\\';
+                o[n + 1] = to[short_form - from];
+            }
+            n += 2;
+        } else if (*p < 0x20) {
+            if (o)
+                memcpy(o + n, (char[]){'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]}, 6);
+            n += 6;
+        } else {
+            if (o)
+                o[n] = (char)*p;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Written directly rather than through a cJSON tree: the writer renders two of these for
+ * every exchange it stores. */
 char *exchange_headers_to_json(const struct headers *h)
 {
-    char *out = NULL;
-    cJSON *arr = cJSON_CreateArray();
-    if (!arr)
-        goto out;
+    size_t len = 2; /* [] */
+    for (size_t i = 0; i < h->n; i++)
+        len +=
+            8 + json_escape(NULL, h->v[i].name) + json_escape(NULL, h->v[i].value); /* ,["",""] */
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    out[n++] = '[';
     for (size_t i = 0; i < h->n; i++) {
-        cJSON *pair = cJSON_CreateArray();
-        if (!pair)
-            goto out;
-        cJSON_AddItemToArray(arr, pair);
-        cJSON *n = cJSON_CreateString(h->v[i].name), *v = cJSON_CreateString(h->v[i].value);
-        if (n)
-            cJSON_AddItemToArray(pair, n);
-        if (v)
-            cJSON_AddItemToArray(pair, v);
-        if (!n || !v)
-            goto out;
+        if (i)
+            out[n++] = ',';
+        out[n++] = '[';
+        out[n++] = '"';
+        n += json_escape(out + n, h->v[i].name);
+        out[n++] = '"';
+        out[n++] = ',';
+        out[n++] = '"';
+        n += json_escape(out + n, h->v[i].value);
+        out[n++] = '"';
+        out[n++] = ']';
     }
-    out = cJSON_PrintUnformatted(arr);
-out:
-    cJSON_Delete(arr);
+    out[n++] = ']';
+    out[n] = '\0';
     return out;
 }
 

@@ -679,6 +679,15 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     char *reqh = NULL, *resph = NULL;
     int rc = -1;
     char started[40];
+    const char *source = ex->source ? ex->source : "record";
+    if (strcmp(source, "record") != 0 && strcmp(source, "stub") != 0 &&
+        strcmp(source, "import") != 0) {
+        snprintf(err, APISIM_ERR_LEN,
+                 "cannot store exchange %s %s: source \"%.32s\" is not "
+                 "record, stub or import",
+                 ex->method ? ex->method : "", ex->path ? ex->path : "", source);
+        return -1;
+    }
     format_iso8601_ms(ex->started_us, started, sizeof started);
     reqh = exchange_headers_to_json(&ex->request_headers);
     resph = exchange_headers_to_json(&ex->response_headers);
@@ -706,7 +715,7 @@ static int insert_exchange(sqlite3 *db, sqlite3_stmt **cache, struct exchange *e
     s = cache[1];
     sqlite3_bind_text(s, 1, ex->session ? ex->session : "default", -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, ex->seq);
-    sqlite3_bind_text(s, 3, ex->source ? ex->source : "record", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, source, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, started, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 5, ex->method ? ex->method : "GET", -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 6, ex->path ? ex->path : "/", -1, SQLITE_STATIC);
@@ -1346,6 +1355,10 @@ int store_writer_start(struct store *st, char *err)
     if (open_connection(st, &st->wdb, err) < 0)
         return -1;
     sqlite3_wal_hook(st->wdb, writer_wal_hook, st); /* replaces SQLite's auto-checkpoint */
+    /* The schema's CHECKs cost the writer about a sixth of its time per exchange (SQLite
+     * 3.40 builds a table for `source IN (...)` at every insert). What it writes is checked
+     * here instead: insert_exchange() refuses any other source. */
+    sqlite3_exec(st->wdb, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL);
     st->ckpt_next = STORE_CHECKPOINT_FRAMES;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");

@@ -185,12 +185,39 @@ int64_t now_wall_us(void)
 
 void format_iso8601_ms(int64_t t_us, char *out, size_t outlen)
 {
-    time_t secs = (time_t)(t_us / 1000000);
-    int ms = (int)((t_us % 1000000) / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    /* The writer stamps every exchange: the date and time are made once per second (per
+     * thread), the milliseconds each time. */
+    static _Thread_local int64_t last_secs = INT64_MIN;
+    static _Thread_local char prefix[32]; /* "YYYY-MM-DDTHH:MM:SS" */
+    static _Thread_local size_t prefix_len;
+    int64_t secs = t_us / 1000000, rem = t_us % 1000000;
+    if (rem < 0) {
+        secs--;
+        rem += 1000000;
+    }
+    if (secs != last_secs) {
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        int n = snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        prefix_len = n > 0 && (size_t)n < sizeof prefix ? (size_t)n : 0;
+        last_secs = secs;
+    }
+    int ms = (int)(rem / 1000);
+    char buf[48];
+    memcpy(buf, prefix, prefix_len);
+    memcpy(buf + prefix_len,
+           (char[]){'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                    'Z'},
+           5);
+    size_t len = prefix_len + 5;
+    if (outlen == 0)
+        return;
+    if (len >= outlen)
+        len = outlen - 1;
+    memcpy(out, buf, len);
+    out[len] = '\0';
 }
 
 /* Parse a non-negative decimal number at the start of s; *end gets the rest. */

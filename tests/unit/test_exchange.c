@@ -1,8 +1,11 @@
 /* Unit tests for exchange.c: headers read back from their JSON column, by the direct reader
- * of the plain form and by cJSON for the rest, give the same pairs. */
+ * of the plain form and by cJSON for the rest, give the same pairs; headers written to that
+ * column are the text cJSON writes for them, and read back the same. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "exchange.h"
 #include "util.h"
@@ -81,9 +84,57 @@ static void test_headers_from_json(void)
     headers_free(&out);
 }
 
+/* What exchange_headers_to_json wrote before it wrote directly: a cJSON tree, printed. */
+static char *via_cjson(const struct headers *h)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < h->n; i++) {
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateString(h->v[i].name));
+        cJSON_AddItemToArray(pair, cJSON_CreateString(h->v[i].value));
+        cJSON_AddItemToArray(arr, pair);
+    }
+    char *out = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    return out;
+}
+
+static void test_headers_to_json(void)
+{
+    static const char *const pairs[][2] = {
+        {"Content-Type", "application/json"},
+        {"", ""},
+        {"x-quote", "a\"b\\c"},
+        {"x-controls", "\b\f\n\r\t\x01\x1f end"},
+        {"x-caf\xc3\xa9", "\xe2\x82\xac and \xff (not UTF-8)"},
+        {"x-slash", "/path?q=1&r=</script>"},
+    };
+    size_t npairs = sizeof pairs / sizeof pairs[0];
+    for (size_t n = 0; n <= npairs; n++) {
+        struct headers h = {0};
+        for (size_t i = 0; i < n; i++)
+            CHECK(headers_add(&h, pairs[i][0], pairs[i][1]) == 0, "headers_add");
+        char *got = exchange_headers_to_json(&h), *want = via_cjson(&h);
+        CHECK(got && want && strcmp(got, want) == 0, "%zu pair(s): wrote %s, cJSON writes %s", n,
+              got ? got : "NULL", want ? want : "NULL");
+        struct headers back = {0};
+        CHECK(got && exchange_headers_from_json(got, strlen(got), &back) == 0 && back.n == n,
+              "%zu pair(s): %s does not read back", n, got ? got : "NULL");
+        for (size_t i = 0; i < back.n && i < n; i++)
+            CHECK(strcmp(back.v[i].name, pairs[i][0]) == 0 &&
+                      strcmp(back.v[i].value, pairs[i][1]) == 0,
+                  "pair %zu reads back as [%s, %s]", i, back.v[i].name, back.v[i].value);
+        headers_free(&back);
+        headers_free(&h);
+        free(got);
+        free(want);
+    }
+}
+
 int main(void)
 {
     test_headers_from_json();
+    test_headers_to_json();
     if (failures) {
         fprintf(stderr, "test_exchange: %d failure(s)\n", failures);
         return 1;

@@ -1,8 +1,9 @@
 /* Unit tests for util.c's is_utf8_text: a table of valid and invalid sequences, each tried
  * at every offset of an ASCII run (so that it falls in, across and after the eight-byte
- * words the ASCII fast path reads), and a NUL at every position. */
+ * words the ASCII fast path reads), and a NUL at every position; and format_iso8601_ms. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -64,10 +65,52 @@ static void test_nul_anywhere(void)
     CHECK(!is_utf8_text(buf, sizeof buf), "a continuation byte last is not text");
 }
 
+/* The time stamp, whose date and time part is kept from one call to the next in the same
+ * second: against gmtime_r and strftime at each call, across second, day and year ends. */
+static void test_iso8601_ms(void)
+{
+    static const int64_t times_us[] = {
+        0,
+        999,
+        1000,
+        999999,
+        1000000,
+        1700000000123456,
+        1700000000999999,
+        1700000001000000,
+        1700000000123456, /* an earlier second again */
+        1735689599999000,
+        1735689600000000, /* 2024-12-31T23:59:59.999Z, 2025-01-01T00:00:00.000Z */
+        -1,
+        -1000000,
+        -1500000,
+    };
+    for (size_t i = 0; i < sizeof times_us / sizeof times_us[0]; i++) {
+        int64_t t = times_us[i];
+        time_t secs = (time_t)(t / 1000000);
+        int64_t rem = t % 1000000;
+        if (rem < 0) {
+            secs--;
+            rem += 1000000;
+        }
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        char want[64], got[64];
+        size_t n = strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(want + n, sizeof want - n, ".%03dZ", (int)(rem / 1000));
+        format_iso8601_ms(t, got, sizeof got);
+        CHECK(strcmp(got, want) == 0, "%lld µs: %s, want %s", (long long)t, got, want);
+    }
+    char small[11];
+    format_iso8601_ms(1700000000123456, small, sizeof small);
+    CHECK(strcmp(small, "2023-11-14") == 0, "cut to 10 characters: %s", small);
+}
+
 int main(void)
 {
     test_utf8_sequences();
     test_nul_anywhere();
+    test_iso8601_ms();
     if (failures) {
         fprintf(stderr, "test_util: %d failure(s)\n", failures);
         return 1;
