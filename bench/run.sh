@@ -67,7 +67,7 @@ for tool in curl sqlite3 awk; do
 done
 
 targets=(apisim_floor)
-[ "$ONLY" = floor ] || targets+=(apisim)
+[ "$ONLY" = floor ] || targets+=(apisim apisim_writer_bench)
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     note "configuring a Release build in $BUILD"
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -188,9 +188,11 @@ EOF
 sed -n '/^done/,$p' "$T/report.lua" >>"$T/random.lua"
 
 # run_wrk PID URL THREADS CONNS SECONDS [random PREFIX LO HI] : one wrk run against URL;
-# sets W_REQ, W_RPS, W_P50, W_P99 (µs), W_ERR and W_CPU (server CPU µs per request).
+# sets W_REQ, W_RPS, W_P50, W_P99 (µs), W_ERR and W_CPU (server CPU µs per request), and
+# W_UP_CPU: when UP_PID names the upstream behind a proxy, its CPU µs per request in the run.
+UP_PID=""
 run_wrk() {
-    local pid=$1 url=$2 threads=$3 conns=$4 secs=$5 script=$T/report.lua args=() c0 c1 out line
+    local pid=$1 url=$2 threads=$3 conns=$4 secs=$5 script=$T/report.lua args=() c0 c1 u0 u1 out line
     if [ "${6:-}" = random ]; then
         script=$T/random.lua
         args=(-- "$7" "$8" "$9")
@@ -203,9 +205,11 @@ run_wrk() {
         if [ "$PIN" = same ]; then wrk=(taskset -c $((NCPU - 1)) wrk); else wrk=(taskset -c 0 wrk); fi
     fi
     c0=$(cpu_ticks "$pid")
+    [ -z "$UP_PID" ] || u0=$(cpu_ticks "$UP_PID")
     out=$("${wrk[@]}" -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$script" "$url" \
         "${args[@]}") || die "wrk failed against $url"
     c1=$(cpu_ticks "$pid")
+    [ -z "$UP_PID" ] || u1=$(cpu_ticks "$UP_PID")
     if [ "${wrk[0]}" != wrk ]; then
         for p in $(family "$pid"); do taskset -a -cp 0-$((NCPU - 1)) "$p" >/dev/null; done
     fi
@@ -219,12 +223,16 @@ run_wrk() {
     W_RPS=$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { printf "%.0f", r * 1e6 / d }')
     W_CPU=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$requests" \
         'BEGIN { printf "%.1f", r ? t * 1e6 / hz / r : 0 }')
+    W_UP_CPU=-
+    [ -z "$UP_PID" ] || W_UP_CPU=$(awk -v t=$((u1 - u0)) -v hz="$CLK_TCK" -v r="$requests" \
+        'BEGIN { printf "%.1f", r ? t * 1e6 / hz / r : 0 }')
     [ "$errors" -eq 0 ] || note "warning: $errors errors or non-2xx answers from $url"
 }
 
 # measure NAME PID URL [random PREFIX LO HI] : warm-up, 1 connection, CONNS connections;
 # stores the figures in R_<field>[NAME].
-declare -A R_RPS R_P50_1 R_P99_1 R_P50_N R_P99_N R_CPU_1 R_CPU_N R_HWM R_ERR R_REQ R_ALL
+declare -A WRITER
+declare -A R_UP_N R_RPS R_P50_1 R_P99_1 R_P50_N R_P99_N R_CPU_1 R_CPU_N R_HWM R_ERR R_REQ R_ALL
 measure() {
     local name=$1 pid=$2 url=$3
     shift 3
@@ -239,6 +247,7 @@ measure() {
     local err=$W_ERR req=$W_REQ
     run_wrk "$pid" "$url" 2 "$CONNS" "$SECS" "$@"
     R_P50_N[$name]=$W_P50 R_P99_N[$name]=$W_P99 R_CPU_N[$name]=$W_CPU R_RPS[$name]=$W_RPS
+    R_UP_N[$name]=$W_UP_CPU
     R_ERR[$name]=$((err + W_ERR))
     R_REQ[$name]=$((req + W_REQ)) # measured requests
     R_ALL[$name]=$((warm + req + W_REQ)) # and the warm-up's
@@ -357,7 +366,9 @@ NGINX
     done)
     curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-nginx-ka"
     c0=$(cpu_ticks "$FLOOR_PID")
+    UP_PID=$FLOOR_PID
     measure nginx "$NGINX_PID" "$NGINX_URL/bench"
+    UP_PID=""
     FLOOR_CPU_DURING_NGINX=$(($(cpu_ticks "$FLOOR_PID") - c0))
     stop_server "$NGINX_PID"
 elif [ "$ONLY" != scale ]; then
@@ -382,7 +393,9 @@ if [ "$ONLY" != scale ]; then
     curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
     FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
     TW_BEFORE=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" | wc -l)
+    UP_PID=$FLOOR_PID
     measure record "$REC_PID" "$REC_URL/bench"
+    UP_PID=""
     FLOOR_CPU_DURING_RECORD=$(($(cpu_ticks "$FLOOR_PID") - FLOOR_CPU_BEFORE))
     REC_RPS=${R_RPS[record]}
     REC_REQ_TOTAL=$((R_ALL[record] + 2 * TTFB_N)) # wrk's runs, warm-up included, and the curls
@@ -393,6 +406,17 @@ if [ "$ONLY" != scale ]; then
         wc -l)
     stop_server "$REC_PID"
     REC_ROWS=$(sqlite3 "$T/record.db" 'SELECT count(*) FROM exchanges')
+fi
+
+# The writer alone (bench/writer.c): its CPU per exchange without the network, when each
+# exchange is its own transaction (one connection) and in groups of 32.
+if [ "$ONLY" = all ]; then
+    for b in 1 32; do
+        rm -f "$T/writer.db"*
+        WRITER[$b]=$("$BUILD/bench/apisim_writer_bench" "$T/writer.db" $((b == 1 ? 5000 : 30000)) "$b" |
+            sed -n 's/.*writer_cpu_us_per_exchange=\([0-9.]*\).*/\1/p') || die "apisim_writer_bench failed"
+    done
+    rm -f "$T/writer.db"*
 fi
 
 # (b) replay of the one-exchange recording, then the latency model's overhead.
@@ -545,6 +569,8 @@ if [ "$ONLY" != scale ]; then
     echo "floor CPU while serving record's load: $(awk -v t="$FLOOR_CPU_DURING_RECORD" \
         -v hz="$CLK_TCK" -v r="${R_ALL[record]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }') µs per request" \
         "(not in record's cpu/req)"
+    echo "the writer alone (apisim_writer_bench): ${WRITER[1]} µs CPU per exchange one per" \
+        "transaction, ${WRITER[32]} µs in groups of 32"
     echo "upstream connections open at the end of record's runs: $REC_UPSTREAM_CONNS;" \
         "sockets in TIME_WAIT on the floor's port: $REC_TIME_WAIT ($TW_BEFORE before record's runs)"
 
@@ -561,11 +587,12 @@ if [ "$ONLY" != scale ]; then
             "${R_CPU_N[record]}" "$(ratio "${R_CPU_N[record]}" "${R_CPU_N[nginx]}")" "<= 2"
         printf '%-30s %10s %10s %8s %18s\n' "proxy CPU µs/req at 1" "${R_CPU_1[nginx]}" \
             "${R_CPU_1[record]}" "$(ratio "${R_CPU_1[record]}" "${R_CPU_1[nginx]}")" "<= 2"
-        printf '%-30s %10s %10s %8s %18s\n' "upstream CPU µs/req" "$UP_NGINX" "$UP_RECORD" \
-            "$(ratio "$UP_RECORD" "${R_CPU_N[floor]}")" "<= 1.5 x direct"
-        echo "  upstream CPU direct (the floor's own cpu/req@$CONNS): ${R_CPU_N[floor]} µs;" \
-            "through a proxy: the floor's CPU over the proxy's measured runs (1 and $CONNS" \
-            "connections) per request; the ratio is record's against direct"
+        printf '%-30s %10s %10s %8s %18s\n' "upstream CPU µs/req at $CONNS" "${R_UP_N[nginx]}" \
+            "${R_UP_N[record]}" "$(ratio "${R_UP_N[record]}" "${R_CPU_N[floor]}")" "<= 1.5 x direct"
+        echo "  upstream CPU: the floor's CPU per request during the proxy's wrk run at $CONNS" \
+            "connections, against the floor's own cpu/req@$CONNS direct (${R_CPU_N[floor]} µs)." \
+            "Over all of a proxy's runs (warm-up, and 1 connection, where the floor is not pinned" \
+            "as it is when measured alone): nginx $UP_NGINX, record $UP_RECORD µs"
         printf '  TTFB, one kept-alive connection, median: direct %s µs, nginx %s µs, record %s µs\n' \
             "$(median_us "$T/ttfb-direct-ka")" "$(median_us "$T/ttfb-nginx-ka")" \
             "$(median_us "$T/ttfb-record-ka")"
