@@ -187,12 +187,13 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *cls, void *soc
     return 0;
 }
 
-/* curl opens every connection's socket here, so that the loop knows its number is new. */
+/* curl opens every connection's socket here, so that the loop knows its number is new
+ * (close-on-exec: a child apisim starts has no business with upstream connections). */
 static curl_socket_t open_socket(void *cls, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct upstream_loop *l = cls;
     (void)purpose;
-    curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (s < 0)
         return CURL_SOCKET_BAD;
     struct upstream_sock *k = sock_entry(l, s, 1);
