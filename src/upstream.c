@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -423,6 +424,7 @@ static void *loop_main(void *arg)
     struct upstream_loop *l = arg;
     struct epoll_event evs[UPSTREAM_EVENTS];
     int running = 0;
+    prctl(PR_SET_NAME, "upstream-loop"); /* what top -H, perf --comm and /proc show */
     for (;;) {
         int ms = wait_ms(l, now_mono_us());
         pthread_mutex_lock(&l->mu);
