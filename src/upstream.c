@@ -24,7 +24,11 @@
 #define UPSTREAM_STALL_CHECK_US 100000
 /* Sockets numbered above this are handled without the table (registered per transfer). */
 #define UPSTREAM_MAX_SOCK_TABLE (1u << 20)
-/* The eventfd's tag in the epoll set (a socket's is its number and generation). */
+/* Tags in the epoll set: a socket's is its number (bits 0-31) and the low 30 bits of its
+ * generation (32-61), or its number and UPSTREAM_TAG_UNTRACKED when it has no table entry;
+ * the eventfd's is all ones. */
+#define UPSTREAM_TAG_UNTRACKED (1ull << 62)
+#define UPSTREAM_GEN_MASK 0x3fffffffu
 #define UPSTREAM_EVFD_TAG UINT64_MAX
 
 enum {
@@ -124,7 +128,14 @@ static struct upstream_sock *sock_entry(struct upstream_loop *l, curl_socket_t s
 
 static uint64_t sock_tag(curl_socket_t s, const struct upstream_sock *k)
 {
-    return (uint64_t)(uint32_t)s | (k ? (uint64_t)k->gen << 32 : 0);
+    uint64_t rest = k ? (uint64_t)(k->gen & UPSTREAM_GEN_MASK) << 32 : UPSTREAM_TAG_UNTRACKED;
+    return (uint64_t)(uint32_t)s | rest;
+}
+
+/* Whether an event tagged tag is for the socket entry k describes now. */
+static int sock_current(const struct upstream_sock *k, uint64_t tag)
+{
+    return (uint32_t)(tag >> 32) == (k->gen & UPSTREAM_GEN_MASK);
 }
 
 /* Register s for events, or change what it is registered for. */
@@ -385,9 +396,9 @@ static void check_stalls(struct upstream_loop *l, int64_t now)
 static void socket_event(struct upstream_loop *l, uint64_t tag, uint32_t events, int *running)
 {
     curl_socket_t s = (curl_socket_t)(uint32_t)tag;
-    struct upstream_sock *k = sock_entry(l, s, 0);
+    struct upstream_sock *k = tag & UPSTREAM_TAG_UNTRACKED ? NULL : sock_entry(l, s, 0);
     if (k) {
-        if (!k->registered || k->gen != (uint32_t)(tag >> 32))
+        if (!k->registered || !sock_current(k, tag))
             return; /* for a socket closed earlier in this round */
         if (!k->watched) {
             sock_unregister(l, s, k);
@@ -404,7 +415,7 @@ static void socket_event(struct upstream_loop *l, uint64_t tag, uint32_t events,
     curl_multi_socket_action(l->multi, s, flags, running);
     /* The transfer goes on reading: what comes next is acknowledged at once too. One that
      * ended in this call has let go of the socket (no more data is awaited on it). */
-    if ((flags & CURL_CSELECT_IN) && (!k || (k->watched && k->gen == (uint32_t)(tag >> 32))))
+    if ((flags & CURL_CSELECT_IN) && (!k || (k->watched && sock_current(k, tag))))
         quickack(s);
 }
 
