@@ -32,6 +32,7 @@ struct proxy {
     char *base_scheme;    /* the upstream's scheme and authority, stored with each exchange */
     char *base_authority; /* forwarded to it */
     struct curl_slist *connect_to; /* --connect-to, as curl takes it */
+    int env_proxy;                 /* the environment names a proxy for curl to use (proxy_new) */
     struct upstream *up;
     /* DNS and TLS sessions shared by every loop's transfers (a TLS upstream resumes
      * sessions instead of full handshakes); connections are cached per loop. */
@@ -173,6 +174,20 @@ out:
     return rc;
 }
 
+/* Whether libcurl would find a proxy in the environment (its detect_proxy(): the
+ * scheme's <scheme>_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY; HTTP_PROXY is ignored). */
+static int env_names_proxy(void)
+{
+    static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                       "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && v[0])
+            return 1;
+    }
+    return 0;
+}
+
 int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
 {
     if (opt->upstream && proxy_check_upstream(opt->upstream, err) < 0)
@@ -183,6 +198,7 @@ int proxy_new(struct proxy **out, const struct proxy_options *opt, char *err)
         return -1;
     }
     px->opt = *opt;
+    px->env_proxy = env_names_proxy();
     pthread_mutex_init(&px->live_mu, NULL);
     pthread_mutex_init(&px->easy_mu, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -689,6 +705,10 @@ static struct transfer *transfer_new(struct proxy *px, struct server_request *re
         curl_easy_setopt(e, CURLOPT_CAINFO, px->opt.upstream_cacert);
     if (px->connect_to)
         curl_easy_setopt(e, CURLOPT_CONNECT_TO, px->connect_to);
+    /* No proxy in the environment: say so, or libcurl reads five or seven environment
+     * variables for every transfer to find that out again. */
+    if (!px->env_proxy)
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (req->body_len > 0 || strcmp(req->method, "POST") == 0 ||

@@ -10,6 +10,14 @@
  * Sockets: TCP_NODELAY (the caller's CURLOPT_TCP_NODELAY, libcurl's default), and
  * TCP_QUICKACK re-armed after every read, so an upstream that writes a response's head and
  * body in two writes with Nagle on is not held up by a delayed ACK on a reused connection.
+ * A kept-alive connection's socket stays registered with the loop while it waits in the
+ * cache (no epoll_ctl per exchange); the loop opens and closes curl's sockets itself
+ * (CURLOPT_OPENSOCKETFUNCTION, CURLOPT_CLOSESOCKETFUNCTION) so that a closed socket's
+ * number coming back is never mistaken for the old one, and it unregisters an idle socket
+ * the upstream closed as soon as it turns readable.
+ *
+ * Wake-ups: a job handed over writes the loop's eventfd only when the loop sleeps (or is
+ * about to); a loop that is awake takes it before it sleeps again.
  *
  * Needs: curl_global_init() before upstream_new().
  *

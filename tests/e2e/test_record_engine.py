@@ -53,6 +53,7 @@ class KeepAliveUpstream:
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections = 0
         self.requests = 0
+        self.ended = 0  # connections whose serving thread is over
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._conns, self._threads = [], []
@@ -105,6 +106,20 @@ class KeepAliveUpstream:
                 self.handler(c, Request(method, path, headers, body))
         except OSError:
             return
+        finally:
+            with self._lock:
+                self.ended += 1
+
+    def close_idle(self):
+        """Close every connection now, as an upstream's idle timeout does: a FIN on each
+        (the serving threads then see the end of their connection and stop)."""
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self):
         self._stop.set()
@@ -325,6 +340,76 @@ def test_nagle_upstream_on_a_reused_connection_adds_no_delay(tmp_path):
         f"median {statistics.median(reused) * 1000:.1f} ms, {len(stalled)} of {len(reused)} "
         f"requests took 35 ms or more on a reused connection: "
         f"{[round(t * 1000, 1) for t in reused]}")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_upstream_closing_idle_connections_is_handled(tmp_path):
+    """An idle kept-alive upstream connection stays registered with the event loop between
+    transfers. When the upstream closes such connections (its idle timeout, or a close
+    after every response), the loop must neither spin on the readable dead socket nor lose
+    track of a new socket that gets the closed one's number: every later request is
+    answered (a socket the loop stopped watching would hang until --upstream-timeout: 502)
+    and the idle process uses next to no CPU."""
+    db = tmp_path / "rec.db"
+    errors = []
+
+    def close_after(c, req):
+        if req.path.startswith("/close/"):  # curl closes these itself, at the answer's end
+            send_response(c, 200, JSON, [("Content-Type", "application/json"),
+                                         ("Connection", "close")])
+            c.shutdown(socket.SHUT_WR)
+            return
+        json_handler(c, req)
+        if req.path.startswith("/once/"):
+            c.shutdown(socket.SHUT_WR)  # a FIN right after the answer, no Connection: close
+
+    with KeepAliveUpstream(close_after) as up:
+        with ApisimProcess(["record", "--upstream", up.url, "--db", db,
+                            "--upstream-timeout", "3s"]) as rec:
+            def get(conn, path):
+                conn.request("GET", path)
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200 or body != JSON:
+                    errors.append((path, r.status, body[:200]))
+
+            def client(k, prefix, n):
+                conn = http.client.HTTPConnection("127.0.0.1", rec.port, timeout=10)
+                try:
+                    for i in range(n):
+                        get(conn, f"/{prefix}/{k}/{i}")
+                finally:
+                    conn.close()
+
+            def clients(prefix, n):
+                threads = [threading.Thread(target=client, args=(k, prefix, n)) for k in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(60)
+
+            clients("ka", 10)  # kept-alive upstream connections, now idle
+            before = up.connections
+            up.close_idle()
+            wait_until(lambda: up.ended == up.connections, 10, what="the upstream's closes")
+            cpu0 = cpu_seconds(rec.proc.pid)
+            time.sleep(1.0)  # a window to measure in, not a wait for anything
+            idle_cpu = cpu_seconds(rec.proc.pid) - cpu0
+            clients("ka2", 10)  # on new connections (sockets that may reuse the numbers)
+            clients("once", 10)  # each upstream connection closed after its answer
+            clients("close", 10)  # ... and said so (Connection: close)
+            assert rec.stop().rc == 0
+        connections = up.connections
+    assert not errors, errors[:5]
+    assert idle_cpu < 0.3, f"{idle_cpu:.2f} s of CPU in 1 s idle: a loop spins on a dead socket"
+    assert connections > before, "the closed upstream connections were not replaced"
+    assert rows(db, "SELECT count(*) FROM exchanges") == [(160,)]
 
 
 # --- encodings -------------------------------------------------------------------------------
