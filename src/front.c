@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "resolve.h"
 
 #define FRONT_HEAD_MAX 8192    /* a CONNECT request head beyond this is refused (431) */
 #define FRONT_BUF (32 * 1024)  /* relay buffer, each way */
@@ -35,6 +36,9 @@
  * session using it, and GnuTLS never says when that ends, so these are kept for the run. */
 #define FRONT_TLS_HOSTS 4096
 #define FRONT_CONNECT_PREFIX "CONNECT "
+/* Threads looking up --no-intercept hosts at once (a lookup the DNS server leaves
+ * unanswered holds one until the system gives up on it). */
+#define FRONT_LOOKUP_THREADS 4
 
 /* A leaf in GnuTLS's form, for the daemon that terminates TLS itself. GnuTLS does not take
  * what the certificate callback returns: it lives until the front is freed. */
@@ -49,6 +53,7 @@ static struct front *the_front;
 enum conn_state {
     CS_PEEK,      /* waiting for the first bytes: CONNECT or not */
     CS_HEAD,      /* reading the CONNECT request head */
+    CS_RESOLVE,   /* no-intercept: the host is being looked up (off this thread) */
     CS_DIAL,      /* no-intercept: connecting to the host */
     CS_TLSWAIT,   /* 200 sent: waiting for the client's first TLS bytes */
     CS_HANDSHAKE, /* TLS handshake with the client (the relay) */
@@ -81,8 +86,11 @@ struct conn {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int64_t deadline_us; /* monotonic; 0 once relaying */
+    uint64_t serial;     /* this front's number for it: a lookup's answer names it */
     char authority[262];
     char host[256];
+    char dial_host[256]; /* no-intercept: where it goes (--connect-to applied) */
+    unsigned dial_port;
     int cert_chosen; /* the ClientHello was parsed: a later failure is the client's refusal */
     struct relay_buf up, down; /* a -> b, b -> a */
     int dead;
@@ -101,10 +109,12 @@ struct front {
     pthread_t thread;
     int running;
     atomic_int stop;
-    struct conn *conns;            /* every live connection */
-    struct conn *graveyard;        /* closed during this batch of events, freed after it */
-    struct MHD_Daemon *tls_daemon; /* terminates TLS itself (GnuTLS); NULL: relay */
-    pthread_mutex_t mu;            /* the registry and the TLS credentials */
+    struct conn *conns;        /* every live connection */
+    struct conn *graveyard;    /* closed during this batch of events, freed after it */
+    struct resolver *resolver; /* --no-intercept hosts' lookups; made at the first */
+    uint64_t next_serial;
+    struct MHD_Daemon *tls_daemon;                /* terminates TLS itself (GnuTLS); NULL: relay */
+    pthread_mutex_t mu;                           /* the registry and the TLS credentials */
     struct front_origin *live[FRONT_MAX_PENDING]; /* tunnels the daemons hold */
     size_t nlive;
     struct tls_cred tls[FRONT_TLS_HOSTS]; /* GnuTLS forms of the leaves, kept for the run */
@@ -855,31 +865,27 @@ static void handshake(struct front *f, struct conn *c)
 
 /* ---- CONNECT ---------------------------------------------------------------------------- */
 
-static void dial(struct front *f, struct conn *c, unsigned port)
+/* Connect to the host a lookup found. */
+static void dial_resolved(struct front *f, struct conn *c, int gai, struct addrinfo *res)
 {
-    char host[256];
-    unsigned to_port;
-    connect_target(f, c->host, port, host, sizeof host, &to_port);
-    char service[8];
-    snprintf(service, sizeof service, "%u", to_port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    /* Resolution blocks this loop: only no-intercept tunnels in record come here. */
-    int g = getaddrinfo(host, service, &hints, &res);
-    if (g != 0 || !res) {
+    if (gai != 0 || !res) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "CONNECT %s: cannot resolve %s: %s", c->authority, host,
-                 gai_strerror(g));
+        snprintf(msg, sizeof msg, "CONNECT %s: cannot resolve %s: %s", c->authority, c->dial_host,
+                 gai ? gai_strerror(gai) : "no address");
         log_msg(LOG_WARN, "%s", msg);
         answer_close(f, c, 502, "Bad Gateway", msg);
+        if (res)
+            freeaddrinfo(res);
         return;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int r = fd < 0 ? -1 : connect(fd, res->ai_addr, res->ai_addrlen);
+    int e = errno;
     freeaddrinfo(res);
-    if (fd < 0 || (r < 0 && errno != EINPROGRESS)) {
+    if (fd < 0 || (r < 0 && e != EINPROGRESS)) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "CONNECT %s: cannot connect to %s:%u: %s", c->authority, host,
-                 to_port, strerror(errno));
+        snprintf(msg, sizeof msg, "CONNECT %s: cannot connect to %s:%u: %s", c->authority,
+                 c->dial_host, c->dial_port, strerror(e));
         if (fd >= 0)
             close(fd);
         log_msg(LOG_WARN, "%s", msg);
@@ -891,6 +897,49 @@ static void dial(struct front *f, struct conn *c, unsigned port)
     c->state = CS_DIAL;
     if (ep_set(f, &c->a, 0) < 0 || ep_set(f, &c->b, EPOLLOUT) < 0)
         conn_close(f, c);
+}
+
+/* Look the host up off this thread (a slow DNS answer must not hold every other new
+ * connection); front_main takes the answer and goes on in dial_resolved(). Meanwhile only
+ * the client's hanging up is watched for. */
+static void dial(struct front *f, struct conn *c, unsigned port)
+{
+    connect_target(f, c->host, port, c->dial_host, sizeof c->dial_host, &c->dial_port);
+    char service[8], err[APISIM_ERR_LEN];
+    snprintf(service, sizeof service, "%u", c->dial_port);
+    if (!f->resolver && resolver_new(&f->resolver, FRONT_LOOKUP_THREADS, f->wake_fd, err) < 0) {
+        log_msg(LOG_ERROR, "CONNECT %s: %s", c->authority, err);
+        answer_close(f, c, 503, "Service Unavailable", "apisim cannot look hosts up now");
+        return;
+    }
+    if (resolver_lookup(f->resolver, c->dial_host, service, c->serial) < 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "CONNECT %s: too many host lookups in progress (%d); try again",
+                 c->authority, RESOLVE_MAX_PENDING);
+        log_msg(LOG_WARN, "%s", msg);
+        answer_close(f, c, 503, "Service Unavailable", msg);
+        return;
+    }
+    c->state = CS_RESOLVE;
+    if (ep_set(f, &c->a, EPOLLRDHUP) < 0)
+        conn_close(f, c);
+}
+
+/* The lookups that finished: each goes on with its connection, if that is still there. */
+static void take_lookups(struct front *f)
+{
+    uint64_t tag;
+    int gai;
+    struct addrinfo *res;
+    while (f->resolver && resolver_take(f->resolver, &tag, &gai, &res) == 1) {
+        struct conn *c = f->conns;
+        while (c && c->serial != tag)
+            c = c->next;
+        if (c && c->state == CS_RESOLVE)
+            dial_resolved(f, c, gai, res);
+        else if (res)
+            freeaddrinfo(res); /* the client went away meanwhile */
+    }
 }
 
 static void dialled(struct front *f, struct conn *c)
@@ -1132,6 +1181,7 @@ static void on_accept(struct front *f)
         c->addr = addr;
         c->addrlen = alen;
         c->deadline_us = now_mono_us() + f->cfg.idle_timeout_us;
+        c->serial = ++f->next_serial;
         c->next = f->conns;
         if (f->conns)
             f->conns->prev = c;
@@ -1150,6 +1200,12 @@ static void on_event(struct front *f, struct side *s, unsigned events)
     case CS_PEEK:
     case CS_HEAD:
         on_peek(f, c);
+        break;
+    case CS_RESOLVE:
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            log_msg(LOG_DEBUG, "CONNECT %s: the client left during the lookup", c->authority);
+            conn_close(f, c);
+        }
         break;
     case CS_DIAL:
         if (s == &c->b)
@@ -1174,7 +1230,10 @@ static void sweep(struct front *f)
     for (struct conn *c = f->conns, *next; c; c = next) {
         next = c->next;
         if (c->deadline_us && now > c->deadline_us) {
-            if (c->state != CS_PEEK)
+            if (c->state == CS_RESOLVE)
+                log_msg(LOG_WARN, "CONNECT %s: looking %s up took over %lld s; closed",
+                        c->authority, c->dial_host, (long long)(f->cfg.idle_timeout_us / 1000000));
+            else if (c->state != CS_PEEK)
                 log_msg(LOG_WARN, "CONNECT %s: nothing from the client for %lld s; closed",
                         c->authority[0] ? c->authority : "(no target yet)",
                         (long long)(f->cfg.idle_timeout_us / 1000000));
@@ -1192,10 +1251,16 @@ static void *front_main(void *arg)
         int n = epoll_wait(f->epfd, evs, FRONT_EVENTS, FRONT_SWEEP_MS);
         for (int i = 0; i < n; i++) {
             struct side *s = evs[i].data.ptr;
-            if (s == &f->listen_side)
+            if (s == &f->listen_side) {
                 on_accept(f);
-            else if (s != &f->wake_side)
+            } else if (s == &f->wake_side) {
+                uint64_t v;
+                ssize_t r = read(f->wake_fd, &v, sizeof v);
+                (void)r;
+                take_lookups(f);
+            } else {
                 on_event(f, s, evs[i].events);
+            }
         }
         while (f->graveyard) {
             struct conn *c = f->graveyard;
@@ -1275,6 +1340,8 @@ void front_stop(struct front *f)
         pthread_join(f->thread, NULL);
         f->running = 0;
     }
+    resolver_free(f->resolver); /* lookups still waiting on DNS end on their own */
+    f->resolver = NULL;
     while (f->conns)
         conn_close(f, f->conns);
     while (f->graveyard) {

@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -308,6 +309,58 @@ def test_no_intercept_tunnels_in_record_and_502_in_replay(tmp_path, ca_dir, upst
         head += read_all(s).decode()
         s.close()
         assert head.startswith("HTTP/1.1 502 ") and "--no-intercept" in head
+
+
+def _private_resolv_conf_allowed():
+    """Whether this process may run a child in its own mount namespace (root, unshare)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _private_resolv_conf_allowed(),
+                    reason="needs root and unshare -m, for a private /etc/resolv.conf")
+def test_no_intercept_lookup_does_not_hold_other_clients(tmp_path, monkeypatch):
+    """A --no-intercept host whose DNS server never answers: other clients are served while
+    the lookup waits, and the CONNECT gets a 502 naming the lookup when it gives up. apisim
+    runs in its own mount namespace, its /etc/resolv.conf naming a UDP socket of this test
+    that reads queries and answers none."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(("127.0.0.2", 53))
+    dns.settimeout(10)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.2\noptions timeout:5 attempts:1\n")
+    wrapper = tmp_path / "apisim-private-dns"
+    wrapper.write_text("#!/bin/sh\n"
+                       "exec unshare -m sh -c 'mount --bind \"$0\" /etc/resolv.conf && "
+                       f"exec \"$@\"' {resolv} {os.environ['APISIM_BIN']} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("APISIM_BIN", str(wrapper))
+    up = Upstream().start()
+    try:
+        args = ["record", "--db", str(tmp_path / "rec.db"), "--upstream", up.url,
+                "--no-intercept", "slow.invalid-tld-for-tests"]
+        with ApisimProcess(args) as rec:
+            slow = socket.create_connection(("127.0.0.1", rec.port), timeout=15)
+            target = "slow.invalid-tld-for-tests:443"
+            slow.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            dns.recvfrom(512)  # the lookup is under way, and will get no answer
+            # A new client meanwhile: the front accepts it and it is answered (the old
+            # front looked hosts up on its own thread and took no one in for 5 s).
+            r = curl(rec.url + "/json", "--max-time", "4")
+            assert r.status == 200, r
+            slow.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                slow.recv(1)  # ... while the CONNECT is still waiting for its lookup
+            slow.setblocking(True)
+            head = read_all(slow).decode("latin-1")
+            slow.close()
+            assert head.startswith("HTTP/1.1 502 "), head
+            assert "cannot resolve slow.invalid-tld-for-tests" in head, head
+            assert "cannot resolve slow.invalid-tld-for-tests" in rec.stderr_text()
+    finally:
+        up.stop()
+        dns.close()
 
 
 # ---------------------------------------------------------------- bad input
