@@ -16,23 +16,7 @@ set -euo pipefail
 A=$1 B=$2 PAIRS=${3:-5} CONNS=${4:-32} SECS=${5:-4}
 FLOOR=${FLOOR:-build-bench/bench/apisim_floor}
 WT=$((CONNS < 2 ? CONNS : 2))
-T=$(mktemp -d)
-FP="" RP=""
-cleanup() {
-  [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null
-  [ -n "$FP" ] && kill "$FP" 2>/dev/null && wait "$FP" 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-
-wait_listening() { # FILE: the URL from its "listening on" line, waiting up to 5 s
-  for _ in $(seq 100); do
-    if grep -q "^listening on " "$1"; then sed -n 's/^listening on //p' "$1" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "no 'listening on' line in $1" >&2
-  exit 1
-}
+. "$(dirname "$0")/record_lib.sh"
 ticks() { awk '{print $14 + $15}' "$1"; }
 
 one() { # TAG BIN

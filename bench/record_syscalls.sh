@@ -14,22 +14,7 @@ set -euo pipefail
 BIN=$1 CONNS=${2:-32}
 FLOOR=${FLOOR:-build-bench/bench/apisim_floor}
 WT=$((CONNS < 2 ? CONNS : 2))
-T=$(mktemp -d)
-FP="" RP=""
-cleanup() {
-  [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null
-  [ -n "$FP" ] && kill "$FP" 2>/dev/null && wait "$FP" 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-wait_listening() {
-  for _ in $(seq 100); do
-    if grep -q "^listening on " "$1"; then sed -n 's/^listening on //p' "$1" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "no 'listening on' line in $1" >&2
-  exit 1
-}
+. "$(dirname "$0")/record_lib.sh"
 "$FLOOR" >"$T/floor.out" 2>&1 &
 FP=$!
 FURL=$(wait_listening "$T/floor.out")

@@ -1,0 +1,19 @@
+# Sourced by bench/record_ab.sh and bench/record_syscalls.sh: a work directory, the floor
+# and recorder PIDs stopped at exit, and waiting for a server's "listening on" line.
+T=$(mktemp -d)
+FP="" RP=""
+cleanup() {
+  [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null
+  [ -n "$FP" ] && kill "$FP" 2>/dev/null && wait "$FP" 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+wait_listening() { # FILE: the URL from its "listening on" line, waiting up to 5 s
+  for _ in $(seq 100); do
+    if grep -q "^listening on " "$1"; then sed -n 's/^listening on //p' "$1" | head -1; return; fi
+    sleep 0.05
+  done
+  echo "no 'listening on' line in $1" >&2
+  exit 1
+}
