@@ -71,6 +71,9 @@ targets=(apisim_floor)
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     note "configuring a Release build in $BUILD"
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+else
+    # Configured again: a build directory made before a target was added knows nothing of it.
+    cmake -S "$ROOT" -B "$BUILD" >/dev/null
 fi
 btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
 [ "$btype" = Release ] || note "warning: $BUILD is a '$btype' build, not Release"
