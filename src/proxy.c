@@ -1019,16 +1019,19 @@ static int proxy_ready(void *cls, struct server_response *resp)
     if (t->upstream_done && t->submitted && t->result == CURLE_OK) {
         /* Complete and committed already (a small answer usually is): send it whole. */
         size_t n = t->pending.len - t->pending_off;
-        resp->body = malloc(n ? n : 1);
-        if (!resp->body) {
-            rc = -1;
-        } else {
+        if (t->pending_off == 0 && n > 0) {
+            /* The response takes the buffer itself: no copy, and no malloc of a body's
+             * size (from 1 KiB, glibc's malloc first consolidates its small free lists). */
+            resp->body = (unsigned char *)buf_steal(&t->pending, &resp->body_len);
+        } else if ((resp->body = malloc(n ? n : 1))) {
             if (n) /* an empty answer (HEAD, 204, length 0) may have no buffer at all */
                 memcpy(resp->body, t->pending.p + t->pending_off, n);
             resp->body_len = n;
             t->pending_off += n;
-            t->given += n;
+        } else {
+            rc = -1;
         }
+        t->given += resp->body ? resp->body_len : 0;
     } else {
         resp->reader = stream_reader;
         resp->stream_size = t->stream_size;
