@@ -1092,6 +1092,36 @@ static int writer_insert(struct store *st, struct write_item *batch, int careful
 
 /* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
  * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
+/* Begin the transaction of a batch of nbatch exchanges. Returns 0 when begun; 1 when
+ * another process holds the write lock (and stopping is 0): the batch is held, each exchange
+ * with the rowid it came with (it->id), and st->mu is held on return; -1 when it cannot
+ * begin (logged: the batch is not stored). */
+static int writer_begin(struct store *st, struct write_item *batch, size_t nbatch, int stopping)
+{
+    int rc = writer_run(st, WTX_BEGIN, NULL);
+    if (rc == SQLITE_OK)
+        return 0;
+    if (!stopping && ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)) {
+        struct write_item *notified = NULL;
+        for (struct write_item *it = batch; it; it = it->next)
+            it->ex->id = it->id;
+        hold_batch(st, batch, nbatch, &notified);
+        if (notified) {
+            pthread_mutex_unlock(&st->mu);
+            notify_all(notified);
+            pthread_mutex_lock(&st->mu);
+        }
+        return 1;
+    }
+    char why[APISIM_ERR_LEN];
+    failure_hint(st->wdb, why, sizeof why);
+    log_msg(LOG_ERROR,
+            "database %s: cannot begin a transaction: %s%s; %zu exchange(s) not stored (still "
+            "forwarding)",
+            st->path, sqlite3_errmsg(st->wdb), why, nbatch);
+    return -1;
+}
+
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
@@ -1127,32 +1157,20 @@ static void *writer_main(void *arg)
         /* Held batches are retried, so the wait for a lock is short; the last try at stop
          * waits longer. */
         sqlite3_busy_timeout(st->wdb, stopping ? 5000 : STORE_WRITER_BUSY_MS);
-        int brc = writer_run(st, WTX_BEGIN, NULL);
-        int ok = brc == SQLITE_OK;
-        int busy = (brc & 0xff) == SQLITE_BUSY || (brc & 0xff) == SQLITE_LOCKED;
-        if (busy && !stopping) {
-            struct write_item *notified = NULL;
-            hold_batch(st, batch, nbatch, &notified);
-            if (notified) {
-                pthread_mutex_unlock(&st->mu);
-                notify_all(notified);
-                pthread_mutex_lock(&st->mu);
-            }
-            continue; /* with st->mu held */
+        for (struct write_item *it = batch; it; it = it->next) {
+            it->rc = -1;
+            it->id = it->ex->id; /* the rowid it came with, kept if the batch is held */
         }
+        int begun = writer_begin(st, batch, nbatch, stopping);
+        if (begun > 0)
+            continue; /* held, with st->mu held */
+        int ok = begun == 0;
         if (ok && st->locked_out) {
             log_msg(LOG_WARN,
                     "database %s is writable again: storing the exchanges held "
                     "meanwhile",
                     st->path);
             st->locked_out = 0;
-        }
-        if (!ok) {
-            failure_hint(st->wdb, why, sizeof why);
-            log_msg(LOG_ERROR,
-                    "database %s: cannot begin a transaction: %s%s; %zu "
-                    "exchange(s) not stored (still forwarding)",
-                    st->path, sqlite3_errmsg(st->wdb), why, nbatch);
         }
         /* Another connection wrote since the last batch (it may have deleted the session
          * the writer knows of): check every session again. */
@@ -1162,43 +1180,19 @@ static void *writer_main(void *arg)
         st->wversion = version;
         const char *ensured = NULL; /* the session of the last exchange inserted */
         int aborted = 0;            /* SQLite rolled the whole transaction back on its own */
-        for (struct write_item *it = batch; it; it = it->next) {
-            it->rc = -1;
-            it->id = it->ex->id;
-        }
         if (ok && writer_insert(st, batch, 0, &ensured) > 0) {
             /* One exchange failed: the batch is done again with a savepoint each, so that
              * only the bad one is lost. */
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
             ensured = NULL;
-            brc = writer_run(st, WTX_BEGIN, NULL);
-            ok = brc == SQLITE_OK;
-            busy = (brc & 0xff) == SQLITE_BUSY || (brc & 0xff) == SQLITE_LOCKED;
-            if (busy && !stopping) {
-                /* Another process took the lock in between: held as at the first try,
-                 * each exchange with the rowid it came with. */
-                struct write_item *notified = NULL;
-                for (struct write_item *it = batch; it; it = it->next)
-                    it->ex->id = it->id;
-                hold_batch(st, batch, nbatch, &notified);
-                if (notified) {
-                    pthread_mutex_unlock(&st->mu);
-                    notify_all(notified);
-                    pthread_mutex_lock(&st->mu);
-                }
-                continue; /* with st->mu held */
-            }
-            if (!ok) {
-                failure_hint(st->wdb, why, sizeof why);
-                log_msg(LOG_ERROR,
-                        "database %s: cannot begin a transaction: %s%s; %zu "
-                        "exchange(s) not stored (still forwarding)",
-                        st->path, sqlite3_errmsg(st->wdb), why, nbatch);
-                for (struct write_item *it = batch; it; it = it->next)
-                    it->rc = -1;
-            } else {
+            begun = writer_begin(st, batch, nbatch, stopping);
+            if (begun > 0)
+                continue; /* another process took the lock in between: held */
+            ok = begun == 0;
+            for (struct write_item *it = batch; it; it = it->next)
+                it->rc = -1;
+            if (ok)
                 aborted = writer_insert(st, batch, 1, &ensured) < 0;
-            }
         }
         for (struct write_item *it = batch; it; it = it->next)
             it->id = it->rc == 0 ? it->ex->id : 0;
