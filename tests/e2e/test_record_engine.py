@@ -23,6 +23,7 @@ import time
 import pytest
 
 from harness import ApisimProcess, curl, query_db, wait_until
+from upstream import shut_down_all
 
 try:
     import brotli
@@ -115,11 +116,7 @@ class KeepAliveUpstream:
         (the serving threads then see the end of their connection and stop)."""
         with self._lock:
             conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down_all(conns)
 
     def close(self):
         self._stop.set()
