@@ -22,6 +22,9 @@
 --
 -- The entry counts in match_index_state are kept by the triggers below, so replay can tell
 -- at start-up, without reading the index, whether every exchange has a current entry.
+-- apisim's writer thread (record, --on-miss record, stubs recorded) turns triggers off on its
+-- own connection and adds what they would count for each batch in the batch's transaction;
+-- every other connection, sqlite3's included, runs them.
 
 CREATE TABLE match_index (
     exchange_id INTEGER PRIMARY KEY REFERENCES exchanges(id) ON DELETE CASCADE,  -- the exchange

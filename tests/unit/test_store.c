@@ -1,7 +1,8 @@
 /* Unit tests for store.c's writer, on a real file: a batch with one exchange that cannot be
  * stored (its rowid is taken) loses only that one, the exchanges held while another
  * connection had the database locked are stored once it is released, an exchange whose
- * source the schema's CHECK would refuse is refused by the writer, and many commits leave
+ * source the schema's CHECK would refuse is refused by the writer, the writer's own counts
+ * of exchanges and index entries match the rows after both, and many commits leave
  * the WAL checkpointed by the checkpointer thread rather than growing. */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -36,13 +37,11 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t count(const char *db_path, const char *where)
+static int64_t scalar(const char *db_path, const char *sql)
 {
     sqlite3 *db;
     sqlite3_stmt *s;
-    char sql[256];
     int64_t n = -1;
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM exchanges WHERE %s", where);
     if (sqlite3_open(db_path, &db) == SQLITE_OK &&
         sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
         if (sqlite3_step(s) == SQLITE_ROW)
@@ -51,6 +50,29 @@ static int64_t count(const char *db_path, const char *where)
     }
     sqlite3_close(db);
     return n;
+}
+
+static int64_t count(const char *db_path, const char *where)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM exchanges WHERE %s", where);
+    return scalar(db_path, sql);
+}
+
+/* The writer counts its exchanges and index entries in match_index_state itself (the
+ * schema's triggers are off on its connection): the counts must be the real ones, or
+ * replay would take the index for stale. */
+static void check_index_counts(const char *db_path, int64_t exchanges)
+{
+    int64_t counted = scalar(db_path, "SELECT exchanges FROM match_index_state");
+    int64_t indexed = scalar(db_path, "SELECT indexed FROM match_index_state");
+    CHECK(counted == exchanges && counted == count(db_path, "1"),
+          "match_index_state counts %lld exchanges, %lld are stored", (long long)counted,
+          (long long)count(db_path, "1"));
+    CHECK(indexed == exchanges &&
+              indexed == scalar(db_path, "SELECT count(*) FROM match_index WHERE key_version = "
+                                         "(SELECT key_version FROM match_index_state)"),
+          "match_index_state counts %lld current entries", (long long)indexed);
 }
 
 static void test_bad_exchange_loses_only_itself(const char *dir)
@@ -88,6 +110,7 @@ static void test_bad_exchange_loses_only_itself(const char *dir)
     CHECK(count(path, "path = '/b'") == 1, "/b stored after the bad one");
     CHECK(count(path, "path = '/dup'") == 0, "the bad one is not stored");
     CHECK(count(path, "path = '/first'") == 1, "the row it collided with is intact");
+    check_index_counts(path, 3);
 }
 
 /* The writer skips the schema's CHECKs (they cost it a sixth of its time): an exchange
@@ -112,6 +135,7 @@ static void test_bad_source_is_refused(const char *dir)
     store_close(st);
     CHECK(count(path, "path = '/bad'") == 0, "the bad one is not stored");
     CHECK(count(path, "path = '/good' AND source = 'record'") == 1, "the good one is");
+    check_index_counts(path, 1);
 }
 
 static void test_wal_is_checkpointed(const char *dir)
@@ -139,6 +163,7 @@ static void test_wal_is_checkpointed(const char *dir)
     CHECK(store_write_failures(st) == 0, "no failures");
     store_close(st);
     CHECK(count(path, "path LIKE '/e%'") == 10000, "every exchange stored");
+    check_index_counts(path, 10000);
 }
 
 int main(void)
