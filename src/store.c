@@ -115,6 +115,7 @@ struct store {
      * connection has written (PRAGMA data_version unchanged since wversion). */
     char *wsession;
     int64_t wversion;
+    int wcounts;   /* triggers are off on the writer's connection: it counts (WTX_COUNT) */
     int wframes;   /* frames in the WAL after the writer's last commit */
     int ckpt_next; /* the checkpointer is asked to run when wframes reaches it */
     /* The checkpointer: its own thread and connection, so that copying the WAL into the
@@ -1043,6 +1044,34 @@ static int writer_run(struct store *st, int which, int64_t *value)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
+/* Turn triggers off on the writer's connection when the file has no trigger but the
+ * schema's counting ones (007_match_index), whose work the writer then does itself
+ * (WTX_COUNT): they cost it about a quarter of its time per exchange, two statements per
+ * row. A trigger someone added to the file keeps them all on. Run at the start and whenever
+ * another connection wrote. */
+static void writer_check_triggers(struct store *st)
+{
+    static const char sql[] =
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name NOT IN ("
+        "'match_index_exchange_added', 'match_index_exchange_removed', "
+        "'match_index_exchange_changed', 'match_index_entry_added', "
+        "'match_index_entry_removed', 'match_index_entry_changed')";
+    sqlite3_stmt *s = NULL;
+    int others = -1, on = 1;
+    if (sqlite3_prepare_v2(st->wdb, sql, -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        others = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (others == 0)
+        sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, &on);
+    else
+        sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, &on);
+    if (st->wcounts != !on)
+        log_msg(LOG_DEBUG, "database %s: the writer %s", st->path,
+                on ? "runs the triggers" : "counts its exchanges itself (triggers off)");
+    st->wcounts = !on;
+}
+
 /* sqlite3_wal_hook: after each of the writer's commits (instead of SQLite's checkpoint). */
 static int writer_wal_hook(void *cls, sqlite3 *db, const char *name, int frames)
 {
@@ -1184,8 +1213,10 @@ static void *writer_main(void *arg)
         /* Another connection wrote since the last batch (it may have deleted the session
          * the writer knows of): check every session again. */
         int64_t version = 0;
-        if (ok && (writer_run(st, WTX_VERSION, &version) != SQLITE_OK || version != st->wversion))
+        if (ok && (writer_run(st, WTX_VERSION, &version) != SQLITE_OK || version != st->wversion)) {
             writer_forget_session(st);
+            writer_check_triggers(st);
+        }
         st->wversion = version;
         const char *ensured = NULL; /* the session of the last exchange inserted */
         int aborted = 0;            /* SQLite rolled the whole transaction back on its own */
@@ -1216,7 +1247,8 @@ static void *writer_main(void *arg)
                     st->path, nbatch);
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
-        } else if (ok && ((inserted > 0 && writer_run(st, WTX_COUNT, &inserted) != SQLITE_OK) ||
+        } else if (ok && ((inserted > 0 && st->wcounts &&
+                           writer_run(st, WTX_COUNT, &inserted) != SQLITE_OK) ||
                           writer_run(st, WTX_COMMIT, NULL) != SQLITE_OK)) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR,
@@ -1366,19 +1398,10 @@ int store_writer_start(struct store *st, char *err)
      * 3.40 builds a table for `source IN (...)` at every insert). What it writes is checked
      * here instead: insert_exchange() refuses any other source. */
     sqlite3_exec(st->wdb, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL);
-    /* The schema's counting triggers (007_match_index) cost the writer about a quarter of
-     * its time per exchange: two statements run per row. The writer only inserts, one
-     * exchange with one current index entry at a time, so it adds the counts of a batch
-     * itself, in its transaction (WTX_COUNT); every other connection keeps the triggers. */
-    int triggers = 1;
-    sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, &triggers);
-    if (triggers) {
-        snprintf(err, APISIM_ERR_LEN, "database %s: cannot turn triggers off for the writer",
-                 st->path);
-        sqlite3_close(st->wdb);
-        st->wdb = NULL;
-        return -1;
-    }
+    /* The writer only inserts, each exchange with one index entry of the current key
+     * version: it can add a batch's counts itself, in the batch's transaction, instead of
+     * the counting triggers; every other connection keeps them. */
+    writer_check_triggers(st);
     st->ckpt_next = STORE_CHECKPOINT_FRAMES;
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(err, APISIM_ERR_LEN, "cannot start the database writer thread");

@@ -2,7 +2,8 @@
  * stored (its rowid is taken) loses only that one, the exchanges held while another
  * connection had the database locked are stored once it is released, an exchange whose
  * source the schema's CHECK would refuse is refused by the writer, the writer's own counts
- * of exchanges and index entries match the rows after both, and many commits leave
+ * of exchanges and index entries match the rows after both, a trigger added to the file
+ * runs for the exchanges stored after it, and many commits leave
  * the WAL checkpointed by the checkpointer thread rather than growing. */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -138,6 +139,37 @@ static void test_bad_source_is_refused(const char *dir)
     check_index_counts(path, 1);
 }
 
+/* Triggers are off on the writer's connection only while the file has none but the schema's
+ * counting ones: one someone adds, even while apisim records, runs for every exchange
+ * stored after it. */
+static void test_added_trigger_runs(const char *dir)
+{
+    char path[512], err[APISIM_ERR_LEN];
+    struct store *st = NULL;
+    snprintf(path, sizeof path, "%s/trigger.db", dir);
+    CHECK(store_open(&st, path, STORE_CREATE, err) == 0, "open: %s", err);
+    if (!st)
+        return;
+    CHECK(store_writer_start(st, err) == 0, "writer: %s", err);
+    CHECK(store_submit(st, make("/before", 0), 1, NULL) == 0, "stored before the trigger");
+    sqlite3 *other;
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK, "open other");
+    CHECK(sqlite3_exec(other,
+                       "CREATE TABLE audit (exchange_id INTEGER); "
+                       "CREATE TRIGGER audit_added AFTER INSERT ON exchanges "
+                       "BEGIN INSERT INTO audit VALUES (NEW.id); END;",
+                       NULL, NULL, NULL) == SQLITE_OK,
+          "add a trigger: %s", sqlite3_errmsg(other));
+    sqlite3_close(other);
+    CHECK(store_submit(st, make("/after1", 0), 1, NULL) == 0, "stored after the trigger");
+    CHECK(store_submit(st, make("/after2", 0), 1, NULL) == 0, "and another");
+    store_close(st);
+    CHECK(scalar(path, "SELECT count(*) FROM audit") == 2,
+          "the added trigger ran for the two exchanges stored after it (%lld)",
+          (long long)scalar(path, "SELECT count(*) FROM audit"));
+    check_index_counts(path, 3);
+}
+
 static void test_wal_is_checkpointed(const char *dir)
 {
     char path[512], wal[520], err[APISIM_ERR_LEN];
@@ -175,6 +207,7 @@ int main(void)
     }
     test_bad_exchange_loses_only_itself(dir);
     test_bad_source_is_refused(dir);
+    test_added_trigger_runs(dir);
     test_wal_is_checkpointed(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
