@@ -1,5 +1,6 @@
-# Sourced by bench/record_ab.sh and bench/record_syscalls.sh: a work directory, the floor
-# and recorder PIDs stopped at exit, and waiting for a server's "listening on" line.
+# Sourced by bench/record_ab.sh, bench/record_syscalls.sh and bench/replay_pairs.sh: a work
+# directory, the floor and server PIDs (FP, RP) stopped at exit, and waiting for a server's
+# "listening on" line.
 T=$(mktemp -d)
 FP="" RP=""
 cleanup() {
