@@ -4,6 +4,8 @@
 # `wrk -c CONNS -d SECS` on GET /bench (1 KiB answer), and reads the recorder's CPU from
 # /proc/PID/stat and /proc/PID/task/*/stat. Prints each run and the medians:
 #   cpu     the recorder's CPU µs per exchange (all threads)     up   the upstream's
+#   direct  the upstream's CPU µs per request hit directly, by the same wrk run just before
+#           (up/direct: the issue's "upstream CPU through record against direct", per pair)
 #   writer  the store's writer thread                             rps  requests/s
 #   loops   the upstream event loops (threads "upstream-loop"; older binaries: the threads
 #           after the checkpointer that are neither libmicrohttpd's nor the writer)
@@ -26,6 +28,12 @@ one() { # TAG BIN
   FP=$!
   local furl rurl
   furl=$(wait_listening "$T/floor.out")
+  local d0 d1 dout dn
+  wrk -t"$WT" -c"$CONNS" -d1s "$furl/bench" >/dev/null
+  d0=$(ticks /proc/$FP/stat)
+  dout=$(wrk -t"$WT" -c"$CONNS" -d"${SECS}s" "$furl/bench")
+  d1=$(ticks /proc/$FP/stat)
+  dn=$(echo "$dout" | awk '/requests in/ {print $1}')
   "$bin" record --upstream "$furl" --db "$T/rec.db" --listen 127.0.0.1:0 >"$T/rec.out" 2>"$T/rec.err" &
   RP=$!
   rurl=$(wait_listening "$T/rec.out")
@@ -53,10 +61,11 @@ one() { # TAG BIN
   kill "$RP"; wait "$RP" 2>/dev/null || true; RP=""
   kill "$FP"; wait "$FP" 2>/dev/null || true; FP=""
   awk -v tag="$tag" -v n="$n" -v rps="$rps" -v c=$((c1 - c0)) -v f=$((f1 - f0)) \
-    -v w="$writer" -v l="$loops" -v m="$mhd" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    -v w="$writer" -v l="$loops" -v m="$mhd" -v hz="$(getconf CLK_TCK)" \
+    -v d=$((d1 - d0)) -v dn="$dn" 'BEGIN {
       k = 1e6 / hz / n
-      printf "%s cpu %.1f up %.1f writer %.1f loops %.1f mhd %.1f rps %.0f\n",
-        tag, c * k, f * k, w * k, l * k, m * k, rps }' | tee -a "$T/runs"
+      printf "%s cpu %.1f up %.1f direct %.1f up/direct %.2f writer %.1f loops %.1f mhd %.1f rps %.0f\n",
+        tag, c * k, f * k, d * 1e6 / hz / dn, (f * k) / (d * 1e6 / hz / dn), w * k, l * k, m * k, rps }' | tee -a "$T/runs"
 }
 
 for _ in $(seq "$PAIRS"); do

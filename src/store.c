@@ -47,8 +47,8 @@ static const char *const wtx_sql[WTX_N] = {
     "BEGIN IMMEDIATE", "COMMIT", "SAVEPOINT one", "RELEASE one", "PRAGMA data_version",
     /* what the triggers match_index_exchange_added and match_index_entry_added count, for
      * ?1 exchanges each with an entry of version ?2 (store_writer_start) */
-    "UPDATE match_index_state SET exchanges = exchanges + ?1, "
-    "indexed = indexed + CASE WHEN key_version = ?2 THEN ?1 ELSE 0 END"};
+    ("UPDATE match_index_state SET exchanges = exchanges + ?1, "
+     "indexed = indexed + CASE WHEN key_version = ?2 THEN ?1 ELSE 0 END")};
 
 /* One exchange waiting for the writer. */
 struct write_item {
