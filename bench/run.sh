@@ -394,6 +394,11 @@ if [ "$ONLY" != scale ]; then
     curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-direct-ka"
     mapfile -t args < <(ka_args "$REC_URL/bench")
     curl -sf -w '%{time_starttransfer}\n' "${args[@]}" >"$T/ttfb-record-ka"
+    # The floor hit directly once more, right before record's runs: on shared cores its
+    # figure drifts between the start of the bench and here.
+    note "measuring the floor again, directly, before record's runs"
+    run_wrk "$FLOOR_PID" "$FLOOR_URL/bench" 2 "$CONNS" "$SECS"
+    FLOOR_AGAIN_N=$W_CPU
     FLOOR_CPU_BEFORE=$(cpu_ticks "$FLOOR_PID")
     TW_BEFORE=$(ss -Htan state time-wait "( dport = :$FLOOR_PORT or sport = :$FLOOR_PORT )" | wc -l)
     UP_PID=$FLOOR_PID
@@ -596,6 +601,9 @@ if [ "$ONLY" != scale ]; then
             "connections, against the floor's own cpu/req@$CONNS direct (${R_CPU_N[floor]} µs)." \
             "Over all of a proxy's runs (warm-up, and 1 connection, where the floor is not pinned" \
             "as it is when measured alone): nginx $UP_NGINX, record $UP_RECORD µs"
+        echo "  against the floor hit directly again right before record's runs ($FLOOR_AGAIN_N µs):" \
+            "nginx $(ratio "${R_UP_N[nginx]}" "$FLOOR_AGAIN_N"), record" \
+            "$(ratio "${R_UP_N[record]}" "$FLOOR_AGAIN_N")"
         printf '  TTFB, one kept-alive connection, median: direct %s µs, nginx %s µs, record %s µs\n' \
             "$(median_us "$T/ttfb-direct-ka")" "$(median_us "$T/ttfb-nginx-ka")" \
             "$(median_us "$T/ttfb-record-ka")"
