@@ -80,6 +80,7 @@ for line in open(sys.argv[1]):
     runs.setdefault(f[0], []).append(dict(zip(f[1::2], map(float, f[2::2]))))
 for tag in sorted(runs):
     keys = runs[tag][0]
-    print(f"median {tag}", " ".join(f"{k} {statistics.median(r[k] for r in runs[tag]):.1f}"
-                                    for k in keys), f"({len(runs[tag])} runs)")
+    print(f"median {tag}", " ".join(
+        f"{k} {statistics.median(r[k] for r in runs[tag]):.{2 if '/' in k else 1}f}"
+        for k in keys), f"({len(runs[tag])} runs)")
 PY
