@@ -24,23 +24,14 @@ FLOOR=${FLOOR:-build-bench/bench/apisim_floor}
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores (one for the server, one for wrk)" >&2; exit 1; }
 
-cat >"$T/random.lua" <<'EOF'
-local prefix, lo, hi
-init = function(args)
-  prefix, lo, hi = args[1], tonumber(args[2]), tonumber(args[3])
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
-end
-request = function()
-  return wrk.format("GET", prefix .. math.random(lo, hi))
-end
-EOF
+RANDOM_LUA=$(dirname "$0")/random.lua
 
 # cpu PID CONNS URL [random PREFIX LO HI] : the server's CPU µs per request over one run.
 cpu() {
   local pid=$1 conns=$2 url=$3 args=()
   local wrk=(wrk -t2 -c"$conns")
   shift 3
-  if [ "${1:-}" = random ]; then args=(-s "$T/random.lua" "$url/" -- "$2" "$3" "$4"); else args=("$url"); fi
+  if [ "${1:-}" = random ]; then args=(-s "$RANDOM_LUA" "$url/" -- "$2" "$3" "$4"); else args=("$url"); fi
   if [ "$conns" = 1 ]; then
     taskset -a -cp 1 "$pid" >/dev/null
     wrk=(taskset -c 0 wrk -t1 -c1)
@@ -67,7 +58,7 @@ RURL=$(wait_listening "$T/replay.out")
 wrk -t2 -c"$CONNS" -d1s "$FURL/bench" >/dev/null
 wrk -t2 -c"$CONNS" -d1s "$RURL$HOT" >/dev/null
 # shellcheck disable=SC2086
-[ -z "$RANDOM_KEYS" ] || wrk -t2 -c"$CONNS" -d2s -s "$T/random.lua" "$RURL/" -- $RANDOM_KEYS >/dev/null
+[ -z "$RANDOM_KEYS" ] || wrk -t2 -c"$CONNS" -d2s -s "$RANDOM_LUA" "$RURL/" -- $RANDOM_KEYS >/dev/null
 
 for r in $(seq "$ROUNDS"); do
   f1=$(cpu "$FP" 1 "$FURL/bench") fn=$(cpu "$FP" "$CONNS" "$FURL/bench")

@@ -178,16 +178,7 @@ done = function(summary, latency, requests)
 end
 EOF
 # Same, with each request for a random path PREFIX..N in LO..HI (wrk ... -- PREFIX LO HI).
-cat >"$T/random.lua" <<'EOF'
-local prefix, lo, hi
-init = function(args)
-  prefix, lo, hi = args[1], tonumber(args[2]), tonumber(args[3])
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
-end
-request = function()
-  return wrk.format("GET", prefix .. math.random(lo, hi))
-end
-EOF
+cp "$ROOT/bench/random.lua" "$T/random.lua"
 sed -n '/^done/,$p' "$T/report.lua" >>"$T/random.lua"
 
 # run_wrk PID URL THREADS CONNS SECONDS [random PREFIX LO HI] : one wrk run against URL;
