@@ -3,8 +3,8 @@
  * connection had the database locked are stored once it is released, an exchange whose
  * source the schema's CHECK would refuse is refused by the writer, the writer's own counts
  * of exchanges and index entries match the rows after both, a trigger added to the file
- * runs for the exchanges stored after it, and many commits leave
- * the WAL checkpointed by the checkpointer thread rather than growing. */
+ * runs for the exchanges stored after it, and many commits leave the WAL checkpointed by
+ * the checkpointer thread rather than growing. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
