@@ -41,14 +41,17 @@
  * The cache fills only as pages are read: start-up memory does not change. */
 #define STORE_READER_CACHE_KIB 8192
 
+#define STORE_STR_(x) #x
+#define STORE_STR(x) STORE_STR_(x)
+
 /* The writer's transaction statements (struct store's wtx). */
 enum { WTX_BEGIN, WTX_COMMIT, WTX_SAVEPOINT, WTX_RELEASE, WTX_VERSION, WTX_COUNT, WTX_N };
 static const char *const wtx_sql[WTX_N] = {
     "BEGIN IMMEDIATE", "COMMIT", "SAVEPOINT one", "RELEASE one", "PRAGMA data_version",
     /* what the triggers match_index_exchange_added and match_index_entry_added count, for
-     * ?1 exchanges each with an entry of version ?2 (store_writer_start) */
-    ("UPDATE match_index_state SET exchanges = exchanges + ?1, "
-     "indexed = indexed + CASE WHEN key_version = ?2 THEN ?1 ELSE 0 END")};
+     * ?1 exchanges each with an entry of this apisim's key version (writer_check_triggers) */
+    ("UPDATE match_index_state SET exchanges = exchanges + ?1, indexed = indexed + "
+     "CASE WHEN key_version = " STORE_STR(MATCH_INDEX_VERSION) " THEN ?1 ELSE 0 END")};
 
 /* One exchange waiting for the writer. */
 struct write_item {
@@ -1021,10 +1024,10 @@ static void notify_all(struct write_item *list)
     }
 }
 
-/* Run the writer's statement wtx[which], preparing it the first time. Returns an SQLite
- * result code (SQLITE_OK for a statement done); for WTX_VERSION, *value gets the row; for
- * WTX_COUNT, *value is the number of exchanges inserted. */
-static int writer_run(struct store *st, int which, int64_t *value)
+/* Run the writer's statement wtx[which], preparing it the first time, with arg as its ?1
+ * when it has one. Returns an SQLite result code (SQLITE_OK for a statement done); *row,
+ * when not NULL, gets the first column of a row (WTX_VERSION). */
+static int writer_run(struct store *st, int which, int64_t arg, int64_t *row)
 {
     sqlite3_stmt **s = &st->wtx[which];
     if (!*s) {
@@ -1033,13 +1036,11 @@ static int writer_run(struct store *st, int which, int64_t *value)
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (which == WTX_COUNT) {
-        sqlite3_bind_int64(*s, 1, *value);
-        sqlite3_bind_int(*s, 2, MATCH_INDEX_VERSION);
-    }
+    if (sqlite3_bind_parameter_count(*s) > 0)
+        sqlite3_bind_int64(*s, 1, arg);
     int rc = sqlite3_step(*s);
-    if (rc == SQLITE_ROW && value)
-        *value = sqlite3_column_int64(*s, 0);
+    if (rc == SQLITE_ROW && row)
+        *row = sqlite3_column_int64(*s, 0);
     sqlite3_reset(*s);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
@@ -1062,10 +1063,7 @@ static void writer_check_triggers(struct store *st)
         sqlite3_step(s) == SQLITE_ROW)
         others = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (others == 0)
-        sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, &on);
-    else
-        sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, &on);
+    sqlite3_db_config(st->wdb, SQLITE_DBCONFIG_ENABLE_TRIGGER, others != 0, &on);
     if (st->wcounts != !on)
         log_msg(LOG_DEBUG, "database %s: the writer %s", st->path,
                 on ? "runs the triggers" : "counts its exchanges itself (triggers off)");
@@ -1107,12 +1105,12 @@ static int writer_insert(struct store *st, struct write_item *batch, int careful
         int known = (*ensured && strcmp(*ensured, session) == 0) ||
                     (st->wsession && strcmp(st->wsession, session) == 0);
         if (careful)
-            writer_run(st, WTX_SAVEPOINT, NULL);
+            writer_run(st, WTX_SAVEPOINT, 0, NULL);
         if (insert_exchange(st->wdb, st->wcache, it->ex, known, err) == 0) {
             it->rc = 0;
             *ensured = session;
             if (careful)
-                writer_run(st, WTX_RELEASE, NULL);
+                writer_run(st, WTX_RELEASE, 0, NULL);
             continue;
         }
         if (!careful)
@@ -1128,15 +1126,13 @@ static int writer_insert(struct store *st, struct write_item *batch, int careful
     return 0;
 }
 
-/* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
- * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 /* Begin the transaction of a batch of nbatch exchanges. Returns 0 when begun; 1 when
  * another process holds the write lock (and stopping is 0): the batch is held, each exchange
  * with the rowid it came with (it->id), and st->mu is held on return; -1 when it cannot
  * begin (logged: the batch is not stored). */
 static int writer_begin(struct store *st, struct write_item *batch, size_t nbatch, int stopping)
 {
-    int rc = writer_run(st, WTX_BEGIN, NULL);
+    int rc = writer_run(st, WTX_BEGIN, 0, NULL);
     if (rc == SQLITE_OK)
         return 0;
     if (!stopping && ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)) {
@@ -1160,6 +1156,8 @@ static int writer_begin(struct store *st, struct write_item *batch, size_t nbatc
     return -1;
 }
 
+/* The writer: takes everything queued, stores it in one transaction, wakes the waiters.
+ * Grouping commits is what lets 64 recording clients share one fsync-bound writer. */
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
@@ -1211,9 +1209,10 @@ static void *writer_main(void *arg)
             st->locked_out = 0;
         }
         /* Another connection wrote since the last batch (it may have deleted the session
-         * the writer knows of): check every session again. */
+         * the writer knows of, or added a trigger): check both again. */
         int64_t version = 0;
-        if (ok && (writer_run(st, WTX_VERSION, &version) != SQLITE_OK || version != st->wversion)) {
+        if (ok &&
+            (writer_run(st, WTX_VERSION, 0, &version) != SQLITE_OK || version != st->wversion)) {
             writer_forget_session(st);
             writer_check_triggers(st);
         }
@@ -1248,8 +1247,8 @@ static void *writer_main(void *arg)
             for (struct write_item *it = batch; it; it = it->next)
                 it->rc = -1;
         } else if (ok && ((inserted > 0 && st->wcounts &&
-                           writer_run(st, WTX_COUNT, &inserted) != SQLITE_OK) ||
-                          writer_run(st, WTX_COMMIT, NULL) != SQLITE_OK)) {
+                           writer_run(st, WTX_COUNT, inserted, NULL) != SQLITE_OK) ||
+                          writer_run(st, WTX_COMMIT, 0, NULL) != SQLITE_OK)) {
             failure_hint(st->wdb, why, sizeof why);
             log_msg(LOG_ERROR,
                     "database %s: commit failed: %s%s; %zu exchange(s) not stored "
