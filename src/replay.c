@@ -293,8 +293,10 @@ static int remember_entry(struct replay *rp, struct entry *e)
     return 0;
 }
 
-/* Make the served form of an exchange. Takes the body and chunks from ex. */
-static struct entry *entry_from_exchange(struct exchange *ex, int keep_body)
+/* Make the served form of an exchange. Takes the body and chunks from ex, and its response
+ * headers too when take_headers (they are then filtered in place: a lookup's exchange is
+ * freed right after, and copying them would cost two allocations per header). */
+static struct entry *entry_from_exchange(struct exchange *ex, int keep_body, int take_headers)
 {
     struct entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -308,16 +310,28 @@ static struct entry *entry_from_exchange(struct exchange *ex, int keep_body)
     e->dribble_chunks = ex->dribble_chunks;
     e->dribble_over_ms = ex->dribble_over_ms;
     e->cut_short = !ex->complete && ex->error != NULL;
-    for (size_t i = 0; i < ex->response_headers.n; i++) {
-        const struct header *h = &ex->response_headers.v[i];
+    struct headers *rh = &ex->response_headers;
+    size_t kept = 0;
+    for (size_t i = 0; i < rh->n; i++) {
+        struct header *h = &rh->v[i];
         if (e->cut_short && ascii_casecmp(h->name, "content-length") == 0 && !ex->response_encoding)
             e->cut_size = strtoull(h->value, NULL, 10);
         /* The body is served decoded and framed by this server. */
-        if (header_is_hop_by_hop(h->name) || ascii_casecmp(h->name, "content-length") == 0 ||
-            (ex->response_encoding && ascii_casecmp(h->name, "content-encoding") == 0))
-            continue;
-        if (headers_add(&e->headers, h->name, h->value) < 0)
+        int drop = header_is_hop_by_hop(h->name) || ascii_casecmp(h->name, "content-length") == 0 ||
+                   (ex->response_encoding && ascii_casecmp(h->name, "content-encoding") == 0);
+        if (take_headers && drop) {
+            free(h->name);
+            free(h->value);
+        } else if (take_headers) {
+            rh->v[kept++] = *h;
+        } else if (!drop && headers_add(&e->headers, h->name, h->value) < 0) {
             goto oom;
+        }
+    }
+    if (take_headers) {
+        rh->n = kept;
+        e->headers = *rh;
+        *rh = (struct headers){0};
     }
     if (keep_body) {
         e->body = ex->response_body;
@@ -643,12 +657,12 @@ static void cache_free(struct replay *rp)
     rp->ncbuckets = 0;
 }
 
-/* The served form of ex (which keeps what it had): 0 with *out (one reference, the
- * caller's), or -1 when out of memory. */
+/* The served form of ex (which gives up its body, chunks and response headers): 0 with *out (one
+ * reference, the caller's), or -1 when out of memory. */
 static int entry_make(struct exchange *ex, struct entry **out)
 {
     int keep = ex->response_body != NULL || ex->response_body_len == 0;
-    struct entry *e = entry_from_exchange(ex, keep);
+    struct entry *e = entry_from_exchange(ex, keep, 1);
     if (!e)
         return -1;
     /* What malloc holds for it: each allocation costs its size and about 16 bytes more. */
@@ -1053,7 +1067,7 @@ int64_t replay_add_stub(struct replay *rp, struct exchange **seq, size_t n, char
     for (size_t i = 0; i < n; i++) {
         struct exchange *ex = seq[i];
         ex->id = rp->next_stub_id++;
-        struct entry *e = entry_from_exchange(ex, 1);
+        struct entry *e = entry_from_exchange(ex, 1, 0);
         if (!e || !(e->method = strdup(ex->method)) || !(e->path = strdup(ex->path)) ||
             remember_entry(rp, e) < 0) {
             entry_free(e);
