@@ -67,7 +67,7 @@ for tool in curl sqlite3 awk; do
 done
 
 targets=(apisim_floor)
-[ "$ONLY" = floor ] || targets+=(apisim apisim_writer_bench)
+[ "$ONLY" = floor ] || targets+=(apisim apisim_writer_bench apisim_lookup_bench)
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     note "configuring a Release build in $BUILD"
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -488,7 +488,7 @@ label() { awk -v n="$1" 'BEGIN { if (n % 1000000 == 0) printf "%dM", n / 1e6; el
 # then start-up (best of 3, spawn to the listening line), RSS, /bench requests (the hot
 # exchange), requests for random PREFIX<n> at RANDOM_CONNS connections, RSS after them; and
 # a start with --match method,path, a rule that makes replay read every exchange's key.
-declare -A S_START S_RSS0 S_RSS1 S_SIZE S_BUILD S_PASS S_RANDOM_REQ
+declare -A S_START S_RSS0 S_RSS1 S_SIZE S_BUILD S_PASS S_RANDOM_REQ S_LOOKUP_HOT S_LOOKUP_RANDOM
 scale() {
     local name=$1 db=$2 prefix=$3 n=$4 random_conns=$5 pid url saved=$CONNS best= i
     start_server "$name-build" "$APISIM" replay --db "$db" --listen 127.0.0.1:0
@@ -517,6 +517,12 @@ scale() {
     S_RANDOM_REQ[$name]=${R_ALL[$name random]}
     S_RSS1[$name]=$(status_kib "$pid" VmRSS)
     stop_server "$pid"
+    # The lookup alone, on one thread without the network: the share of a request that is
+    # SQLite finding the key and reading the answer's row.
+    local lk
+    lk=$("$BUILD/bench/apisim_lookup_bench" "$db" 100000) || die "apisim_lookup_bench failed on $db"
+    S_LOOKUP_HOT[$name]=$(sed -n 's/.*hot_cpu_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
+    S_LOOKUP_RANDOM[$name]=$(sed -n 's/.*random_cpu_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
 }
 
 SCALE_NAMES=()
@@ -639,6 +645,11 @@ if [ "$SKIP_SCALE" != 1 ]; then
     echo " index once; start-up: best of 3; start-up --match: a start that reads every"
     echo " exchange's key; 'random' requests a random exchange of the recording, each 1 KiB;"
     echo " in 1GiB each is $BIG_KIB KiB and the loaded run uses 4 connections, not $CONNS)"
+    echo "the lookup alone (apisim_lookup_bench: replay's statement and row decoding for a key"
+    echo "it has not cached, one thread, no network), CPU µs per lookup, the same key / a random one:"
+    for n in "${SCALE_NAMES[@]}"; do
+        printf '  %-9s %6s / %s\n' "$n" "${S_LOOKUP_HOT[$n]}" "${S_LOOKUP_RANDOM[$n]}"
+    done
     rows=(floor replay)
     for n in "${SCALE_NAMES[@]}"; do rows+=("$n /bench" "$n random"); done
     print_table "${rows[@]}"

@@ -1,0 +1,133 @@
+/* apisim_lookup_bench: replay's lookup of a recorded answer, alone, without the network. On
+ * one thread it does what replay does for a request it has not cached: store_read_begin(),
+ * store_index_first() (the match index and the first answer's row in one statement),
+ * store_read_end(); for the keys of FILE.db's match index, picked at random (random) or the
+ * same one each time (hot), and prints the CPU spent per lookup in each case.
+ *
+ * usage: apisim_lookup_bench FILE.db [N]   (FILE.db is opened read-only; its match index must
+ * be current: replay it once first) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "store.h"
+#include "util.h"
+
+static int64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* splitmix64: a fixed sequence of picks, the same in every run. */
+static uint64_t next_pick(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The match index's keys, into *keys (malloc'd) and *n: 0, or -1 with a message printed. */
+static int read_keys(struct store *st, struct match_ident **keys, size_t *n)
+{
+    sqlite3 *db = store_db(st);
+    sqlite3_stmt *s = NULL;
+    size_t len = 0, cap = 0;
+    struct match_ident *v = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT key_hash, key_check FROM match_index", -1, &s, NULL) !=
+        SQLITE_OK) {
+        fprintf(stderr, "%s: %s\n", store_path(st), sqlite3_errmsg(db));
+        return -1;
+    }
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 1024;
+            struct match_ident *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                fprintf(stderr, "out of memory\n");
+                free(v);
+                sqlite3_finalize(s);
+                return -1;
+            }
+            v = nv;
+        }
+        v[len].hash = (uint64_t)sqlite3_column_int64(s, 0);
+        v[len].check = (uint64_t)sqlite3_column_int64(s, 1);
+        len++;
+    }
+    sqlite3_finalize(s);
+    if (len == 0) {
+        fprintf(stderr, "%s: the match index is empty (replay the file once to build it)\n",
+                store_path(st));
+        free(v);
+        return -1;
+    }
+    *keys = v;
+    *n = len;
+    return 0;
+}
+
+/* n lookups of keys picked by hot (always the first) or at random: CPU µs per lookup, or a
+ * negative number when one failed (printed). */
+static double run(struct store *st, const struct match_ident *keys, size_t nkeys, long n, int hot)
+{
+    char err[APISIM_ERR_LEN];
+    uint64_t seed = 1;
+    int64_t t0 = thread_cpu_us();
+    for (long i = 0; i < n; i++) {
+        const struct match_ident *k = &keys[hot ? 0 : next_pick(&seed) % nkeys];
+        struct exchange *ex = NULL;
+        int64_t id = 0;
+        int more = 0;
+        int rc = store_read_begin(st, err);
+        if (rc == 0)
+            rc = store_index_first(st, NULL, k, NULL, 64 * 1024, 0, &id, &more, &ex, err);
+        store_read_end(st);
+        if (rc == 0 && !ex)
+            snprintf(err, sizeof err, "key %zu: no exchange", (size_t)(k - keys));
+        exchange_free(ex);
+        if (rc != 0 || !id) {
+            fprintf(stderr, "%s\n", err);
+            return -1;
+        }
+    }
+    return (double)(thread_cpu_us() - t0) / (double)n;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: %s FILE.db [N]\n", argv[0]);
+        return 2;
+    }
+    long n = argc > 2 ? atol(argv[2]) : 200000;
+    if (n < 1 || n > 100000000) {
+        fprintf(stderr, "N must be 1..100000000\n");
+        return 2;
+    }
+    char err[APISIM_ERR_LEN];
+    struct store *st = NULL;
+    struct match_ident *keys = NULL;
+    size_t nkeys = 0;
+    if (store_open(&st, argv[1], STORE_READONLY, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (read_keys(st, &keys, &nkeys) < 0) {
+        store_close(st);
+        return 1;
+    }
+    /* A first pass warms the reader's page cache as replay's warm-up does. */
+    double warm = run(st, keys, nkeys, n / 4 + 1, 0);
+    double hot = warm < 0 ? -1 : run(st, keys, nkeys, n, 1);
+    double random = hot < 0 ? -1 : run(st, keys, nkeys, n, 0);
+    free(keys);
+    store_close(st);
+    if (random < 0)
+        return 1;
+    printf("keys=%zu lookups=%ld hot_cpu_us_per_lookup=%.2f random_cpu_us_per_lookup=%.2f\n", nkeys,
+           n, hot, random);
+    return 0;
+}
