@@ -2,22 +2,29 @@
  * one thread it does what replay does for a request it has not cached: store_read_begin(),
  * store_index_first() (the match index and the first answer's row in one statement),
  * store_read_end(); for the keys of FILE.db's match index, picked at random (random) or the
- * same one each time (hot), and prints the CPU spent per lookup in each case.
+ * same one each time (hot), and prints the time per lookup in each case: the clock read
+ * around each lookup alone (CLOCK_MONOTONIC; one busy thread, so its time is CPU time on a
+ * machine with nothing else running).
  *
- * usage: apisim_lookup_bench FILE.db [N]   (FILE.db is opened read-only; its match index must
- * be current: replay it once first) */
+ * With EVICT_KIB, each lookup is preceded by writing a buffer of that size (not timed), as a
+ * server's other work between two lookups pushes SQLite's pages and nodes out of the CPU
+ * caches.
+ *
+ * usage: apisim_lookup_bench FILE.db [N [EVICT_KIB]]   (FILE.db is opened read-only; its
+ * match index must be current: replay it once first) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "store.h"
 #include "util.h"
 
-static int64_t thread_cpu_us(void)
+static int64_t mono_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* splitmix64: a fixed sequence of picks, the same in every run. */
@@ -69,14 +76,26 @@ static int read_keys(struct store *st, struct match_ident **keys, size_t *n)
     return 0;
 }
 
-/* n lookups of keys picked by hot (always the first) or at random: CPU µs per lookup, or a
- * negative number when one failed (printed). */
-static double run(struct store *st, const struct match_ident *keys, size_t nkeys, long n, int hot)
+/* Write evict bytes of buf (if any): what a server does between two lookups, in cache terms. */
+static void evict(unsigned char *buf, size_t evict_len, long i)
+{
+    if (evict_len) {
+        memset(buf, (int)(i & 0xff), evict_len);
+        __asm__ __volatile__("" : : "r"(buf) : "memory"); /* the writes are not dead */
+    }
+}
+
+/* n lookups of keys picked by hot (always the first) or at random, each after evict(): µs per
+ * lookup, or a negative number when one failed (printed). */
+static double run(struct store *st, const struct match_ident *keys, size_t nkeys, long n, int hot,
+                  unsigned char *buf, size_t evict_len)
 {
     char err[APISIM_ERR_LEN];
     uint64_t seed = 1;
-    int64_t t0 = thread_cpu_us();
+    int64_t spent = 0;
     for (long i = 0; i < n; i++) {
+        evict(buf, evict_len, i);
+        int64_t t0 = mono_ns();
         const struct match_ident *k = &keys[hot ? 0 : next_pick(&seed) % nkeys];
         struct exchange *ex = NULL;
         int64_t id = 0;
@@ -85,6 +104,7 @@ static double run(struct store *st, const struct match_ident *keys, size_t nkeys
         if (rc == 0)
             rc = store_index_first(st, NULL, k, NULL, 64 * 1024, 0, &id, &more, &ex, err);
         store_read_end(st);
+        spent += mono_ns() - t0;
         if (rc == 0 && !ex)
             snprintf(err, sizeof err, "key %zu: no exchange", (size_t)(k - keys));
         exchange_free(ex);
@@ -93,19 +113,26 @@ static double run(struct store *st, const struct match_ident *keys, size_t nkeys
             return -1;
         }
     }
-    return (double)(thread_cpu_us() - t0) / (double)n;
+    return (double)spent / 1000.0 / (double)n;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s FILE.db [N]\n", argv[0]);
+    if (argc < 2 || argc > 4) {
+        fprintf(stderr, "usage: %s FILE.db [N [EVICT_KIB]]\n", argv[0]);
         return 2;
     }
     long n = argc > 2 ? atol(argv[2]) : 200000;
-    if (n < 1 || n > 100000000) {
-        fprintf(stderr, "N must be 1..100000000\n");
+    long evict_kib = argc > 3 ? atol(argv[3]) : 0;
+    if (n < 1 || n > 100000000 || evict_kib < 0 || evict_kib > 1024 * 1024) {
+        fprintf(stderr, "N must be 1..100000000 and EVICT_KIB 0..1048576\n");
         return 2;
+    }
+    size_t evict_len = (size_t)evict_kib * 1024;
+    unsigned char *buf = evict_len ? malloc(evict_len) : NULL;
+    if (evict_len && !buf) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
     }
     char err[APISIM_ERR_LEN];
     struct store *st = NULL;
@@ -113,21 +140,24 @@ int main(int argc, char **argv)
     size_t nkeys = 0;
     if (store_open(&st, argv[1], STORE_READONLY, err) < 0) {
         fprintf(stderr, "%s\n", err);
+        free(buf);
         return 1;
     }
     if (read_keys(st, &keys, &nkeys) < 0) {
         store_close(st);
+        free(buf);
         return 1;
     }
     /* A first pass warms the reader's page cache as replay's warm-up does. */
-    double warm = run(st, keys, nkeys, n / 4 + 1, 0);
-    double hot = warm < 0 ? -1 : run(st, keys, nkeys, n, 1);
-    double random = hot < 0 ? -1 : run(st, keys, nkeys, n, 0);
+    double warm = run(st, keys, nkeys, n / 4 + 1, 0, buf, evict_len);
+    double hot = warm < 0 ? -1 : run(st, keys, nkeys, n, 1, buf, evict_len);
+    double random = hot < 0 ? -1 : run(st, keys, nkeys, n, 0, buf, evict_len);
     free(keys);
+    free(buf);
     store_close(st);
     if (random < 0)
         return 1;
-    printf("keys=%zu lookups=%ld hot_cpu_us_per_lookup=%.2f random_cpu_us_per_lookup=%.2f\n", nkeys,
-           n, hot, random);
+    printf("keys=%zu lookups=%ld evict_kib=%ld hot_us_per_lookup=%.2f random_us_per_lookup=%.2f\n",
+           nkeys, n, evict_kib, hot, random);
     return 0;
 }

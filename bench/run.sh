@@ -521,8 +521,8 @@ scale() {
     # SQLite finding the key and reading the answer's row.
     local lk
     lk=$("$BUILD/bench/apisim_lookup_bench" "$db" 100000) || die "apisim_lookup_bench failed on $db"
-    S_LOOKUP_HOT[$name]=$(sed -n 's/.*hot_cpu_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
-    S_LOOKUP_RANDOM[$name]=$(sed -n 's/.*random_cpu_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
+    S_LOOKUP_HOT[$name]=$(sed -n 's/.*hot_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
+    S_LOOKUP_RANDOM[$name]=$(sed -n 's/.*random_us_per_lookup=\([0-9.]*\).*/\1/p' <<<"$lk")
 }
 
 SCALE_NAMES=()
@@ -646,7 +646,7 @@ if [ "$SKIP_SCALE" != 1 ]; then
     echo " exchange's key; 'random' requests a random exchange of the recording, each 1 KiB;"
     echo " in 1GiB each is $BIG_KIB KiB and the loaded run uses 4 connections, not $CONNS)"
     echo "the lookup alone (apisim_lookup_bench: replay's statement and row decoding for a key"
-    echo "it has not cached, one thread, no network), CPU µs per lookup, the same key / a random one:"
+    echo "it has not cached, one thread, no network), µs per lookup, the same key / a random one:"
     for n in "${SCALE_NAMES[@]}"; do
         printf '  %-9s %6s / %s\n' "$n" "${S_LOOKUP_HOT[$n]}" "${S_LOOKUP_RANDOM[$n]}"
     done
