@@ -1,9 +1,10 @@
 # Sourced by bench/record_ab.sh, bench/record_syscalls.sh and bench/replay_pairs.sh: a work
-# directory, the floor and server PIDs (FP, RP) stopped at exit, and waiting for a server's
-# "listening on" line.
+# directory, the floor and server PIDs (FP, RP, OP) stopped at exit, and waiting for a
+# server's "listening on" line.
 T=$(mktemp -d)
-FP="" RP=""
+FP="" RP="" OP=""
 cleanup() {
+  [ -n "$OP" ] && kill "$OP" 2>/dev/null && wait "$OP" 2>/dev/null
   [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null
   [ -n "$FP" ] && kill "$FP" 2>/dev/null && wait "$FP" 2>/dev/null
   rm -rf "$T"
